@@ -1,0 +1,251 @@
+"""Checkpoints: safetensors tensors + a JSON description. Nothing is ever unpickled.
+
+A checkpoint is a folder:
+
+    checkpoint.json              format, kind ("train" or "export"), config, dataset, classes, image, step
+    generator.safetensors        the EMA generator: all that sampling needs
+    training_state.safetensors   (train only) G, D, optimiser state, RNG states
+    real_samples.safetensors     (export only) a few real uint8 images per class
+    evaluator.safetensors        (optional) the dataset's evaluator classifier
+
+A run folder keeps its checkpoints in ``RUN/checkpoints/step-0000500/``. Each is written into a hidden
+temporary folder and renamed into place, so a crash leaves either the whole checkpoint or nothing;
+"latest" is the highest complete step folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+FORMAT = "cgan-studio-checkpoint"
+FORMAT_VERSION = 1
+META_FILE = "checkpoint.json"
+GENERATOR_FILE = "generator.safetensors"
+TRAINING_FILE = "training_state.safetensors"
+REAL_SAMPLES_FILE = "real_samples.safetensors"
+EVALUATOR_FILE = "evaluator.safetensors"
+STEP_DIR = re.compile(r"^step-(\d{7,})$")
+MAX_META_BYTES = 1 << 20
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used; the message names the file and the problem."""
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+
+
+def write_folder(final: Path, meta: dict, tensor_files: dict[str, dict[str, torch.Tensor]]) -> Path:
+    """Write a checkpoint folder atomically: temporary sibling folder, fsync, then rename into place."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        for name, tensors in tensor_files.items():
+            save_file(contiguous(tensors), str(tmp / name))
+            _fsync(tmp / name)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        _fsync(tmp / META_FILE)
+        _fsync(tmp)
+        if final.exists():  # re-writing the same step (e.g. after a resume): replace it as a whole
+            old = final.parent / f".old-{final.name}-{os.getpid()}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        _fsync(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:07d}"
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints of a run, oldest first. Temporary folders and stray files are ignored."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = STEP_DIR.match(p.name)
+        if m and p.is_dir() and (p / META_FILE).is_file():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
+    """Keep the newest ``keep`` checkpoints; also sweep temporary folders left by a crash."""
+    folder = Path(run_dir) / "checkpoints"
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.name.startswith((".tmp-", ".old-")) and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+    if keep > 0:
+        for p in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder from an exported folder, a checkpoint folder, or a run folder (its latest)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist; pass an exported checkpoint folder, a checkpoint "
+                              f"folder (RUN/checkpoints/step-...), or a run folder")
+    if path.is_file() and path.name == META_FILE:
+        path = path.parent
+    if (path / META_FILE).is_file():
+        return path
+    if (path / "checkpoints").is_dir():
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise CheckpointError(f"run folder {path} holds no complete checkpoint yet")
+        return latest
+    raise CheckpointError(f"{path} is not a checkpoint: no {META_FILE} in it, and no checkpoints/ folder")
+
+
+# ----------------------------------------------------------------------------- reading
+
+def _need(cond: bool, file: Path, problem: str) -> None:
+    if not cond:
+        raise CheckpointError(f"{file}: {problem}")
+
+
+def read_meta(folder: str | os.PathLike) -> dict:
+    """Read and validate checkpoint.json. Every field the loader relies on is checked for type and range,
+    so a hostile or damaged file is refused here rather than failing somewhere deep."""
+    from .networks import ARCHITECTURES
+
+    file = Path(folder) / META_FILE
+    _need(file.is_file(), file, "missing; this folder is not a complete checkpoint")
+    _need(file.stat().st_size <= MAX_META_BYTES, file, f"larger than {MAX_META_BYTES} bytes; refusing to read it")
+    try:
+        meta = json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{file}: not valid JSON ({e}); the checkpoint is corrupt") from e
+    _need(isinstance(meta, dict), file, "top level is not a JSON object")
+    _need(meta.get("format") == FORMAT, file, f"'format' is {meta.get('format')!r}, expected {FORMAT!r}")
+    version = meta.get("format_version")
+    _need(version == FORMAT_VERSION, file,
+          f"format_version {version!r} is not supported (this cgan-studio reads {FORMAT_VERSION}); "
+          f"upgrade cgan-studio or re-export the checkpoint")
+    _need(meta.get("kind") in ("train", "export"), file, f"'kind' must be 'train' or 'export', not {meta.get('kind')!r}")
+    cfg = meta.get("config")
+    _need(isinstance(cfg, dict), file, "'config' is missing or not an object")
+    _need(cfg.get("arch") in ARCHITECTURES, file, f"unknown architecture {cfg.get('arch')!r}")
+
+    def int_in(d, key, lo, hi, where):
+        v = d.get(key)
+        _need(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi, file,
+              f"{where}.{key} must be an integer in [{lo}, {hi}], got {v!r}")
+
+    int_in(cfg, "z_dim", 1, 4096, "config")
+    int_in(cfg, "g_width", 1, 1024, "config")
+    int_in(cfg, "d_width", 1, 1024, "config")
+    image = meta.get("image")
+    _need(isinstance(image, dict), file, "'image' is missing or not an object")
+    int_in(image, "channels", 1, 3, "image")
+    int_in(image, "size", 8, 256, "image")
+    _need(image["channels"] in (1, 3) and image["size"] % 4 == 0, file, "image must have 1 or 3 channels and a size divisible by 4")
+    names = meta.get("class_names")
+    _need(isinstance(names, list) and 1 <= len(names) <= 1000 and
+          all(isinstance(n, str) and 0 < len(n) <= 64 for n in names), file,
+          "'class_names' must be a list of 1..1000 non-empty strings of at most 64 characters")
+    _need(len(set(names)) == len(names), file, "'class_names' has duplicates")
+    dataset = meta.get("dataset")
+    _need(isinstance(dataset, dict) and isinstance(dataset.get("name"), str), file, "'dataset' must name the dataset")
+    int_in(meta, "step", 0, 10**12, "checkpoint")
+    return meta
+
+
+def read_tensors(file: str | os.PathLike) -> dict[str, torch.Tensor]:
+    file = Path(file)
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing")
+    if file.stat().st_size < 8:
+        raise CheckpointError(f"{file}: truncated ({file.stat().st_size} bytes)")
+    try:
+        return load_file(str(file), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{file}: not a readable safetensors file ({e}); it is truncated or corrupt") from e
+
+
+def load_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], file: Path, prefix: str = "") -> None:
+    """Copy ``tensors`` (keys under ``prefix``) into ``module``, checking names, shapes and dtypes first."""
+    expected = module.state_dict()
+    got = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    if missing or extra:
+        raise CheckpointError(f"{file}: tensors do not match the architecture in {META_FILE} "
+                              f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                              f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''})")
+    for k, ref in expected.items():
+        t = got[k]
+        if t.shape != ref.shape or t.dtype != ref.dtype:
+            raise CheckpointError(f"{file}: tensor {prefix}{k} has shape {tuple(t.shape)} {t.dtype}, expected "
+                                  f"{tuple(ref.shape)} {ref.dtype}")
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"{file}: tensor {prefix}{k} holds NaN or infinite values")
+    module.load_state_dict(got, strict=True)
+
+
+# ----------------------------------------------------------------------------- optimiser state as tensors
+
+def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    """Split an optimiser state dict into tensors (for safetensors) and JSON-able param groups."""
+    sd = opt.state_dict()
+    tensors = {}
+    for index, state in sd["state"].items():
+        for key, value in state.items():
+            value = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"{prefix}.{index}.{key}"] = value
+    return tensors, sd["param_groups"]
+
+
+def load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor],
+                   groups: list, file: Path) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            index, name = key[len(prefix) + 1:].split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+    current = opt.state_dict()["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(current) or \
+            any(len(g.get("params", [])) != len(c["params"]) for g, c in zip(groups, current)):
+        raise CheckpointError(f"{file}: optimiser '{prefix}' does not match the model's parameters")
+    try:
+        opt.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{file}: optimiser '{prefix}' state is unusable ({e})") from e
+

@@ -1,0 +1,254 @@
+"""The `train.py` command line: options, per-architecture defaults, run folders and --resume."""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+
+from . import distributed
+from .checkpoints import CheckpointError, latest_checkpoint, read_meta
+from .config import TrainConfig
+from .data import DATASETS, EMNIST_SPLITS, SPLITS, DatasetError, load_dataset
+from .losses import LOSSES
+from .networks import ARCHITECTURES
+from .training import TrainingDiverged, fit, write_run_info
+
+# Per-architecture defaults: the tutorial models keep their tutorials' settings.
+ARCH_DEFAULTS = {
+    "sngan": {"loss": "hinge", "g_width": 32, "d_width": 64},
+    "dcgan": {"loss": "bce", "g_width": 64, "d_width": 64},
+    "mlp": {"loss": "bce", "g_width": 256, "d_width": 256},
+}
+AUTO_AUGMENT_MAX_IMAGES = 20_000  # DiffAugment by default only where data is scarce
+# What --resume lets a user change; everything else is the run's own config.
+RESUME_OPTIONS = {"steps", "epochs", "device", "data_dir", "sample_every", "checkpoint_every", "log_every",
+                  "resume", "progress"}
+MIN_FREE_BYTES = 200 * 1024 * 1024
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train a class-conditional GAN. Writes a run folder with checkpoints, sample grids, "
+                    "losses.csv, losses.png and run.json (command lines, config, code version).",
+        epilog="Examples:\n  python train.py --dataset fashion-mnist --epochs 20\n"
+               "  python train.py --dataset mnist --data-dir ../shared/data/mnist --split test --steps 5000\n"
+               "  python train.py --resume runs/mnist-sngan-... --steps 20000\n"
+               "  torchrun --nproc_per_node=2 train.py --dataset mnist ...")
+    p.formatter_class = lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+    d = TrainConfig()
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=d.dataset, help=f"one of: {', '.join(DATASETS)} (default %(default)s)")
+    g.add_argument("--data-dir", default=None,
+                   help="folder with the official dataset files (IDX for the MNIST family, gzipped or not; "
+                        "CIFAR-10 binary batches); nothing is downloaded. Without it, torchvision downloads "
+                        "into ~/.cache/cgan-studio/data (or $CGAN_DATA_CACHE)")
+    g.add_argument("--split", default=d.split, choices=SPLITS, help="which split to train on (default %(default)s)")
+    g.add_argument("--emnist-split", default=None, choices=EMNIST_SPLITS,
+                   help="EMNIST split (default balanced); splits hold different images")
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", default=d.arch, choices=list(ARCHITECTURES),
+                   help="; ".join(f"{k}: {v[3]}" for k, v in ARCHITECTURES.items()) + " (default %(default)s)")
+    g.add_argument("--loss", default=None, choices=LOSSES, help="default: hinge for sngan, bce for the tutorial archs")
+    g.add_argument("--z-dim", type=int, default=d.z_dim, help="latent size (default %(default)s)")
+    g.add_argument("--g-width", type=int, default=None, help="generator width (default per arch: " +
+                   ", ".join(f"{k} {v['g_width']}" for k, v in ARCH_DEFAULTS.items()) + ")")
+    g.add_argument("--d-width", type=int, default=None, help="discriminator width (default per arch: " +
+                   ", ".join(f"{k} {v['d_width']}" for k, v in ARCH_DEFAULTS.items()) + ")")
+    g = p.add_argument_group("optimisation")
+    length = g.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, default=None, help="total iterations (G updates) to reach")
+    length.add_argument("--epochs", type=float, default=None,
+                        help="total passes over the data to reach (converted to steps); default 10 when "
+                             "neither is given")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="per process (default %(default)s)")
+    g.add_argument("--lr-g", type=float, default=d.lr_g, help="generator learning rate (default %(default)s)")
+    g.add_argument("--lr-d", type=float, default=d.lr_d, help="discriminator learning rate (default %(default)s)")
+    g.add_argument("--beta1", type=float, default=d.beta1, help="Adam beta1 (default %(default)s)")
+    g.add_argument("--beta2", type=float, default=d.beta2, help="Adam beta2 (default %(default)s)")
+    g.add_argument("--d-steps", type=int, default=d.d_steps, help="D updates per G update (default %(default)s)")
+    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing,
+                   help="one-sided label smoothing for bce: real target 1-s (default %(default)s)")
+    g.add_argument("--mismatch-weight", type=float, default=d.mismatch_weight,
+                   help="weight of the matching-aware term: D also rejects real images paired with a wrong "
+                        "label (default %(default)s)")
+    g.add_argument("--augment", default="auto",
+                   help="DiffAugment policy: comma-separated from translation,cutout; 'none'; or 'auto' "
+                        f"(translation,cutout for sngan on datasets under {AUTO_AUGMENT_MAX_IMAGES:,} images)")
+    g.add_argument("--ema-decay", type=float, default=d.ema_decay, help="generator EMA decay (default %(default)s)")
+    g.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
+    g = p.add_argument_group("speed")
+    g.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on for CUDA)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the models (default: on for CUDA)")
+    g.add_argument("--loader", default=d.loader, choices=["device", "dataloader"],
+                   help="device: dataset kept on the device, batches gathered there; dataloader: a torch "
+                        "DataLoader (default %(default)s)")
+    g.add_argument("--workers", type=int, default=d.workers, help="DataLoader workers (default %(default)s)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=None, help="run folder (default runs/DATASET-ARCH-TIME); must be new or empty")
+    g.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its latest checkpoint; only --steps/--epochs, "
+                        "--device, --data-dir and the --*-every options may be given again")
+    g.add_argument("--log-every", type=int, default=d.log_every, help="loss log interval in steps (default %(default)s)")
+    g.add_argument("--sample-every", type=int, default=d.sample_every,
+                   help="also write a sample grid every N steps (0: once per epoch only) (default %(default)s)")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="checkpoint interval in steps (default %(default)s)")
+    g.add_argument("--keep", type=int, default=d.keep, help="how many checkpoints to keep (default %(default)s)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return p
+
+
+def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """Destinations of the options written on the command line (to police --resume)."""
+    given = set()
+    for token in argv:
+        if token.startswith("--"):
+            action = parser._option_string_actions.get(token.split("=", 1)[0])
+            if action is not None:
+                given.add(action.dest)
+    return given
+
+
+def config_from_args(args: argparse.Namespace, num_images: int) -> TrainConfig:
+    arch = ARCH_DEFAULTS[args.arch]
+    augment = args.augment
+    if augment == "auto":
+        augment = "translation,cutout" if args.arch == "sngan" and num_images < AUTO_AUGMENT_MAX_IMAGES else ""
+    elif augment == "none":
+        augment = ""
+    cuda = args.device_type == "cuda"
+    return TrainConfig(
+        dataset=args.dataset, split=args.split, emnist_split=args.emnist_split if args.dataset == "emnist" else None,
+        arch=args.arch, loss=args.loss or arch["loss"], z_dim=args.z_dim,
+        g_width=args.g_width or arch["g_width"], d_width=args.d_width or arch["d_width"],
+        steps=0, batch_size=args.batch_size, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1, beta2=args.beta2,
+        d_steps=args.d_steps, label_smoothing=args.label_smoothing, mismatch_weight=args.mismatch_weight,
+        augment=augment, ema_decay=args.ema_decay, seed=args.seed,
+        amp=cuda if args.amp is None else args.amp, compile=cuda if args.compile is None else args.compile,
+        loader=args.loader, workers=args.workers, log_every=args.log_every, sample_every=args.sample_every,
+        checkpoint_every=args.checkpoint_every, keep=args.keep)
+
+
+def validate(cfg: TrainConfig) -> None:
+    checks = [
+        (cfg.batch_size >= 1, "--batch-size must be at least 1"),
+        (cfg.z_dim >= 1, "--z-dim must be at least 1"),
+        (cfg.g_width >= 1 and cfg.d_width >= 1, "--g-width and --d-width must be at least 1"),
+        (cfg.lr_g > 0 and cfg.lr_d > 0, "learning rates must be positive"),
+        (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1, "Adam betas must be in [0, 1)"),
+        (cfg.d_steps >= 1, "--d-steps must be at least 1"),
+        (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+        (cfg.label_smoothing == 0 or cfg.loss == "bce", "--label-smoothing applies to the bce loss only"),
+        (cfg.mismatch_weight >= 0, "--mismatch-weight must be >= 0"),
+        (0 <= cfg.ema_decay < 1, "--ema-decay must be in [0, 1)"),
+        (cfg.log_every >= 1 and cfg.checkpoint_every >= 1, "--log-every and --checkpoint-every must be >= 1"),
+        (cfg.sample_every >= 0, "--sample-every must be >= 0"),
+        (cfg.keep >= 1, "--keep must be at least 1"),
+        (cfg.workers >= 0, "--workers must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, not after hours of training, when the run folder cannot take checkpoints."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / ".write-test"
+    try:
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"cannot write into {folder} ({e}); choose another --out") from e
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise OSError(f"only {free / 2**20:.0f} MiB free on the disk holding {folder}; checkpoints need "
+                           f"room: free some space or choose another --out")
+
+
+def resolve_steps(args, cfg: TrainConfig, num_images: int, world: int) -> int:
+    per_epoch = (num_images // world) // cfg.batch_size // cfg.d_steps
+    if args.steps is not None:
+        return args.steps
+    if args.epochs is not None:
+        return max(1, round(args.epochs * per_epoch))
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(parser, args, argv)
+    except (DatasetError, CheckpointError, ValueError, OSError, TrainingDiverged) as e:
+        # Expected failures get one clear line, not a traceback.
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+    dist_info, device = distributed.init(args.device)
+    args.device_type = device.type
+    resume_from = None
+    if args.resume:
+        not_allowed = sorted(given_options(parser, argv) - RESUME_OPTIONS)
+        if not_allowed:
+            names = ", ".join("--" + n.replace("_", "-") for n in not_allowed)
+            raise ValueError(f"{names} cannot be changed when resuming: the run's config comes from its "
+                             f"checkpoint. Only --steps/--epochs, --device, --data-dir and the --*-every "
+                             f"options may be given with --resume")
+        run_dir = Path(args.resume)
+        resume_from = latest_checkpoint(run_dir)
+        if resume_from is None:
+            raise CheckpointError(f"{run_dir} holds no complete checkpoint to resume from "
+                                  f"(expected {run_dir}/checkpoints/step-*/)")
+        meta = read_meta(resume_from)
+        cfg = TrainConfig.from_dict(meta["config"])
+        for name in ("sample_every", "checkpoint_every", "log_every"):
+            if name in given_options(parser, argv):
+                setattr(cfg, name, getattr(args, name))
+        args.dataset, args.split, args.emnist_split = cfg.dataset, cfg.split, cfg.emnist_split
+    dataset = load_dataset(args.dataset, args.split, args.data_dir, args.emnist_split)
+    if args.resume:
+        if meta["dataset"].get("num_images") != len(dataset):
+            raise ValueError(f"the checkpoint was trained on {meta['dataset'].get('num_images')} images of "
+                             f"{cfg.dataset} ({cfg.split}) but --data-dir gives {len(dataset)}; point --data-dir "
+                             f"at the same data")
+        steps = resolve_steps(args, cfg, len(dataset), dist_info.world_size)
+        cfg.steps = steps if steps is not None else cfg.steps
+    else:
+        cfg = config_from_args(args, len(dataset))
+        steps = resolve_steps(args, cfg, len(dataset), dist_info.world_size)
+        cfg.steps = steps if steps is not None else resolve_steps(
+            argparse.Namespace(steps=None, epochs=10), cfg, len(dataset), dist_info.world_size)
+        run_dir = Path(args.out or f"runs/{cfg.dataset}-{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if dist_info.is_main and run_dir.exists() and any(run_dir.iterdir()):
+            raise ValueError(f"--out {run_dir} exists and is not empty; choose a new folder, or continue that "
+                             f"run with --resume {run_dir}")
+    validate(cfg)
+    if dist_info.is_main:
+        check_writable(run_dir)
+        write_run_info(run_dir, ["train.py", *argv], cfg, dataset, device, resumed=resume_from is not None)
+        print(f"cgan-studio: {cfg.arch} on {cfg.dataset} ({cfg.split}, {len(dataset):,} images, "
+              f"{dataset.num_classes} classes) | device {device} x{dist_info.world_size} | "
+              f"{cfg.steps:,} steps of batch {cfg.batch_size} | run folder {run_dir}"
+              + (f" | resuming from {resume_from.name}" if resume_from else ""), file=sys.stderr)
+    distributed.barrier(dist_info)
+    try:
+        trainer = fit(cfg, dataset, run_dir, device, dist_info, resume_from, progress_bar=args.progress)
+    finally:
+        distributed.shutdown(dist_info)
+    if dist_info.is_main:
+        p = trainer.progress
+        print(f"done: step {p.step:,}, {p.images_seen:,} images in {p.seconds:.1f} s of training; "
+              f"latest checkpoint {latest_checkpoint(run_dir)}", file=sys.stderr)
+    return 0
+

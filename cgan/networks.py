@@ -1,0 +1,205 @@
+"""Generators and discriminators, one pair per architecture.
+
+Every generator takes ``(z, y)`` and every discriminator ``(x, y)``, where ``y`` is either class indices
+(int64, shape (B,)) or class weights (float, shape (B, K)). Weights let a caller blend classes (the
+app's class morph); indices are turned into one-hot weights. Internally every label path therefore
+starts from a (B, K) float matrix, and "label embedding" layers are linear maps of it, which is exactly
+an embedding table for one-hot input.
+
+Images are in [-1, 1], shape (B, C, H, W), H = W divisible by 4 (28 for the MNIST family, 32 for CIFAR).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def class_weights(y: torch.Tensor, num_classes: int, dtype=torch.float32) -> torch.Tensor:
+    if y.dtype.is_floating_point:
+        return y.to(dtype)
+    return F.one_hot(y, num_classes).to(dtype)
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """The DCGAN paper's initialisation: N(0, 0.02) weights, BN gains N(1, 0.02)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.affine:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+# ----------------------------------------------------------------------------- mlp (tutorial CGAN)
+
+class MLPGenerator(nn.Module):
+    """The classic CGAN generator: [z, one-hot label] -> MLP -> tanh image."""
+
+    def __init__(self, z_dim: int, num_classes: int, channels: int, size: int, width: int = 256):
+        super().__init__()
+        self.num_classes, self.out_shape = num_classes, (channels, size, size)
+        self.net = nn.Sequential(
+            nn.Linear(z_dim + num_classes, width), nn.LeakyReLU(0.2),
+            nn.Linear(width, 2 * width), nn.LeakyReLU(0.2),
+            nn.Linear(2 * width, 4 * width), nn.LeakyReLU(0.2),
+            nn.Linear(4 * width, channels * size * size), nn.Tanh(),
+        )
+
+    def forward(self, z, y):
+        h = torch.cat([z, class_weights(y, self.num_classes, z.dtype)], dim=1)
+        return self.net(h).view(-1, *self.out_shape)
+
+
+class MLPDiscriminator(nn.Module):
+    """[flattened image, one-hot label] -> MLP with leaky ReLU and dropout -> logit."""
+
+    def __init__(self, num_classes: int, channels: int, size: int, width: int = 256):
+        super().__init__()
+        self.num_classes = num_classes
+        self.net = nn.Sequential(
+            nn.Linear(channels * size * size + num_classes, 4 * width), nn.LeakyReLU(0.2), nn.Dropout(0.3),
+            nn.Linear(4 * width, 2 * width), nn.LeakyReLU(0.2), nn.Dropout(0.3),
+            nn.Linear(2 * width, width), nn.LeakyReLU(0.2), nn.Dropout(0.3),
+            nn.Linear(width, 1),
+        )
+
+    def forward(self, x, y):
+        h = torch.cat([x.flatten(1), class_weights(y, self.num_classes, x.dtype)], dim=1)
+        return self.net(h).squeeze(1)
+
+
+# ----------------------------------------------------------------------------- dcgan (tutorial conv CGAN)
+
+class DCGANGenerator(nn.Module):
+    """Dense -> reshape -> transposed convs with batch norm and leaky ReLU -> tanh."""
+
+    def __init__(self, z_dim: int, num_classes: int, channels: int, size: int, width: int = 64):
+        super().__init__()
+        self.num_classes, self.base, self.width = num_classes, size // 4, width
+        self.fc = nn.Sequential(nn.Linear(z_dim + num_classes, 2 * width * self.base ** 2, bias=False),
+                                nn.BatchNorm1d(2 * width * self.base ** 2), nn.LeakyReLU(0.2))
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh(),
+        )
+        dcgan_init(self)
+
+    def forward(self, z, y):
+        h = self.fc(torch.cat([z, class_weights(y, self.num_classes, z.dtype)], dim=1))
+        return self.up(h.view(-1, 2 * self.width, self.base, self.base))
+
+
+class DCGANDiscriminator(nn.Module):
+    """Strided convs over the image with the one-hot label broadcast as extra input channels."""
+
+    def __init__(self, num_classes: int, channels: int, size: int, width: int = 64):
+        super().__init__()
+        self.num_classes = num_classes
+        self.net = nn.Sequential(
+            nn.Conv2d(channels + num_classes, width, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(2 * width * (size // 4) ** 2, 1),
+        )
+        dcgan_init(self)
+
+    def forward(self, x, y):
+        onehot = class_weights(y, self.num_classes, x.dtype)
+        planes = onehot[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
+        return self.net(torch.cat([x, planes], dim=1)).squeeze(1)
+
+
+# ----------------------------------------------------------------------------- sngan (the default)
+
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm whose gain and bias come from the class (de Vries et al. 2017; Miyato & Koyama 2018)."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Linear(num_classes, channels, bias=False)
+        self.bias = nn.Linear(num_classes, channels, bias=False)
+        nn.init.zeros_(self.gain.weight)  # starts as plain batch norm with gain 1, bias 0
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x, c):
+        gain = 1.0 + self.gain(c)
+        return self.bn(x) * gain[:, :, None, None] + self.bias(c)[:, :, None, None]
+
+
+class SNGANGenerator(nn.Module):
+    """z -> dense 4w x (S/4)^2 -> conv -> [upsample, conv] x 2 -> conv -> tanh, class-conditional BN.
+
+    Nearest upsampling + 3x3 convs instead of transposed convs (no checkerboard artefacts). Deliberately
+    small (width 32: about 36 MMAC per 28x28 image) so a 10x10 grid renders in tens of ms on 2 CPU cores.
+    """
+
+    def __init__(self, z_dim: int, num_classes: int, channels: int, size: int, width: int = 32):
+        super().__init__()
+        self.num_classes, self.base, self.width = num_classes, size // 4, width
+        c4, c2, c1 = 4 * width, 2 * width, width
+        self.fc = nn.Linear(z_dim, c4 * self.base ** 2)
+        self.bn0 = ConditionalBatchNorm2d(c4, num_classes)
+        self.conv0 = nn.Conv2d(c4, c4, 3, 1, 1)
+        self.bn1 = ConditionalBatchNorm2d(c4, num_classes)
+        self.conv1 = nn.Conv2d(c4, c2, 3, 1, 1)
+        self.bn2 = ConditionalBatchNorm2d(c2, num_classes)
+        self.conv2 = nn.Conv2d(c2, c1, 3, 1, 1)
+        self.bn3 = ConditionalBatchNorm2d(c1, num_classes)
+        self.out = nn.Conv2d(c1, channels, 3, 1, 1)
+
+    def forward(self, z, y):
+        c = class_weights(y, self.num_classes, z.dtype)
+        h = self.fc(z).view(-1, 4 * self.width, self.base, self.base)
+        h = self.conv0(F.relu(self.bn0(h, c)))
+        h = F.interpolate(F.relu(self.bn1(h, c)), scale_factor=2, mode="nearest")
+        h = F.interpolate(F.relu(self.bn2(self.conv1(h), c)), scale_factor=2, mode="nearest")
+        h = F.relu(self.bn3(self.conv2(h), c))
+        return torch.tanh(self.out(h))
+
+
+class SNGANDiscriminator(nn.Module):
+    """Spectrally normalised convs, global sum pooling and a projection head (Miyato & Koyama 2018):
+    logit = w . h + <embed(y), h>, so the label is compared with what the image looks like."""
+
+    def __init__(self, num_classes: int, channels: int, size: int, width: int = 64):
+        super().__init__()
+        self.num_classes = num_classes
+        c1, c2, c4 = width, 2 * width, 4 * width
+        act = nn.LeakyReLU(0.2)
+        self.features = nn.Sequential(
+            spectral_norm(nn.Conv2d(channels, c1, 3, 1, 1)), act,
+            spectral_norm(nn.Conv2d(c1, c2, 4, 2, 1)), act,
+            spectral_norm(nn.Conv2d(c2, c2, 3, 1, 1)), act,
+            spectral_norm(nn.Conv2d(c2, c4, 4, 2, 1)), act,
+            spectral_norm(nn.Conv2d(c4, c4, 3, 1, 1)), act,
+        )
+        self.linear = spectral_norm(nn.Linear(c4, 1))
+        self.embed = spectral_norm(nn.Linear(num_classes, c4, bias=False))
+
+    def forward(self, x, y):
+        h = self.features(x).sum(dim=(2, 3))
+        c = class_weights(y, self.num_classes, h.dtype)
+        return self.linear(h).squeeze(1) + (self.embed(c) * h).sum(dim=1)
+
+
+# The registry: name -> (generator class, discriminator class, default widths (G, D), description).
+ARCHITECTURES = {
+    "sngan": (SNGANGenerator, SNGANDiscriminator, (32, 64),
+              "default: conditional-BN conv G, spectral-norm projection D"),
+    "dcgan": (DCGANGenerator, DCGANDiscriminator, (64, 64),
+              "tutorial conv CGAN: transposed convs + BN; labels as extra D input channels"),
+    "mlp": (MLPGenerator, MLPDiscriminator, (256, 256),
+            "tutorial MLP CGAN: [z, one-hot] MLPs with leaky ReLU and dropout"),
+}
+
+
+def build_generator(arch: str, z_dim: int, num_classes: int, channels: int, size: int, width: int) -> nn.Module:
+    return ARCHITECTURES[arch][0](z_dim, num_classes, channels, size, width)
+
+
+def build_discriminator(arch: str, num_classes: int, channels: int, size: int, width: int) -> nn.Module:
+    return ARCHITECTURES[arch][1](num_classes, channels, size, width)

@@ -1,0 +1,424 @@
+"""The training loop: a plain PyTorch loop over (D step, G step) iterations.
+
+Data path: the whole dataset sits on the training device as uint8 and each batch is gathered there by
+index (``loader="device"``); normalisation and DiffAugment run on the device too. ``loader="dataloader"``
+feeds the very same batches through a torch DataLoader instead (the naive path, kept for comparison).
+
+Determinism: batch order comes from a permutation seeded by (seed, epoch), and every random draw of an
+iteration (latents, fake labels, wrong labels, augmentation, dropout) from generators re-seeded with
+(seed, rank, step). The step number therefore *is* the RNG state: a run resumed from a checkpoint
+follows the same trajectory as one that never stopped, on one process or many.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from . import __version__
+from .augment import diff_augment, parse_policy
+from .checkpoints import (FORMAT, FORMAT_VERSION, GENERATOR_FILE, META_FILE, TRAINING_FILE, CheckpointError,
+                          load_module, load_optimizer, optimizer_tensors, prune_checkpoints, read_meta,
+                          read_tensors, step_dir_name, write_folder)
+from .config import TrainConfig
+from .data import DATASETS, Dataset
+from .distributed import DistInfo, all_reduce_mean
+from .images import from_uint8, make_grid, save_png, to_uint8
+from .losses import discriminator_loss, generator_loss
+from .networks import build_discriminator, build_generator
+from .plots import plot_losses
+from .sampling import latents
+
+LOSS_COLUMNS = ["step", "epoch", "images_seen", "seconds", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s"]
+
+
+class TrainingDiverged(RuntimeError):
+    """Losses became NaN or infinite; training stops before any bad checkpoint is written."""
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from several integers (splitmix64-style mixing), for per-step random streams."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+class EpochBatches:
+    """Which images make up each batch. Epoch e shuffles with seed (seed, e); rank r of w takes every
+    w-th image of that permutation; the incomplete last batch is dropped."""
+
+    def __init__(self, num_images: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.n, self.batch_size, self.seed, self.rank, self.world = num_images, batch_size, seed, rank, world_size
+        self.per_epoch = (num_images // world_size) // batch_size
+        if self.per_epoch == 0:
+            raise ValueError(f"the dataset has {num_images} images, fewer than one batch of {batch_size} "
+                             f"per process ({world_size} processes); lower --batch-size")
+
+    def epoch(self, epoch: int) -> torch.Tensor:
+        """(per_epoch, batch_size) int64 image indices for this rank in ``epoch``."""
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+        perm = torch.randperm(self.n, generator=g)
+        shard = perm[self.rank::self.world][: self.per_epoch * self.batch_size]
+        return shard.view(self.per_epoch, self.batch_size)
+
+
+@dataclass
+class Progress:
+    step: int = 0              # completed iterations (generator updates)
+    epoch: int = 0             # current epoch
+    batch: int = 0             # next batch within the epoch
+    images_seen: int = 0       # real images consumed, all processes together
+    seconds: float = 0.0       # training wall-clock, checkpoints and samples excluded
+
+
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """Exponential moving average of weights and of batch-norm statistics (integer counters copied)."""
+    with torch.no_grad():
+        e_params, m_params = list(ema.parameters()), list(model.parameters())
+        torch._foreach_lerp_(e_params, m_params, 1.0 - decay)
+        for eb, mb in zip(ema.buffers(), model.buffers()):
+            if eb.dtype.is_floating_point:
+                eb.lerp_(mb, 1.0 - decay)
+            else:
+                eb.copy_(mb)
+
+
+def dataset_meta(dataset: Dataset) -> dict:
+    info = DATASETS[dataset.name]
+    return {"name": dataset.name, "title": info.title, "split": dataset.split,
+            "emnist_split": dataset.emnist_split, "num_images": len(dataset), "license": info.license}
+
+
+def git_commit() -> str | None:
+    """The code version (git hash, "+dirty" when uncommitted changes) or None outside a git checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict:
+    return {"cgan_studio": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+class Trainer:
+    """Models, optimisers and one training iteration. ``fit`` below runs the loop around it."""
+
+    def __init__(self, cfg: TrainConfig, dataset: Dataset, device: torch.device, dist: DistInfo = DistInfo()):
+        self.cfg, self.dataset, self.device, self.dist = cfg, dataset, device, dist
+        c, s, _ = dataset.image_shape
+        self.num_classes = dataset.num_classes
+        torch.manual_seed(cfg.seed)  # identical initial weights on every process
+        self.G = build_generator(cfg.arch, cfg.z_dim, self.num_classes, c, s, cfg.g_width).to(device)
+        self.D = build_discriminator(cfg.arch, self.num_classes, c, s, cfg.d_width).to(device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        fused = device.type == "cuda"
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, fused=fused)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas, fused=fused)
+        self.policy = parse_policy(cfg.augment)
+        # D without batch statistics scores real and fake in one forward pass (same result, half the launches).
+        self.d_joint = not any(isinstance(m, _BatchNorm) for m in self.D.modules())
+        self.rng = torch.Generator(device=device)
+        self.progress = Progress()
+        self.batches = EpochBatches(len(dataset), cfg.batch_size, cfg.seed, dist.rank, dist.world_size)
+        if dist.enabled:
+            self.G_train, self.D_train = DDP(self.G), DDP(self.D)
+        else:
+            self.G_train, self.D_train = self.G, self.D
+        self.G_fwd, self.D_fwd, self.D_frozen = self.G_train, self.D_train, self.D
+        if cfg.compile:
+            self.G_fwd, self.D_fwd = torch.compile(self.G_train), torch.compile(self.D_train)
+            self.D_frozen = torch.compile(self.D)
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
+        self._images_dev = self._labels_dev = self._epoch_source = None
+        self._epoch_idx, self._epoch_idx_of = None, -1  # this epoch's batch indices (CPU), and its number
+
+    # ------------------------------------------------------------------ data
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch (uint8 images, labels) on the device; advances the position in the epoch."""
+        p = self.progress
+        if self._epoch_idx_of != p.epoch:
+            self._epoch_idx, self._epoch_idx_of = self.batches.epoch(p.epoch), p.epoch
+            self._epoch_source = None
+        if self.cfg.loader == "device":
+            if self._images_dev is None:
+                self._images_dev = self.dataset.images.to(self.device)
+                self._labels_dev = self.dataset.labels.to(self.device)
+            if self._epoch_source is None:  # one host-to-device copy of the indices per epoch
+                self._epoch_source = self._epoch_idx.to(self.device)
+            idx = self._epoch_source[p.batch]
+            x, y = self._images_dev[idx], self._labels_dev[idx]
+        else:
+            if self._epoch_source is None:
+                self._epoch_source = iter(self._make_loader(p.epoch, p.batch))
+            x, y = next(self._epoch_source)
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+        p.batch += 1
+        if p.batch == self.batches.per_epoch:
+            p.epoch, p.batch = p.epoch + 1, 0
+        return x, y
+
+    def _make_loader(self, epoch: int, start: int):
+        ds = torch.utils.data.TensorDataset(self.dataset.images, self.dataset.labels)
+        order = self.batches.epoch(epoch)[start:].tolist()
+        return torch.utils.data.DataLoader(ds, batch_sampler=order, num_workers=self.cfg.workers,
+                                           pin_memory=self.device.type == "cuda")
+
+    # ------------------------------------------------------------------ one iteration
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.policy, self.rng) if self.policy else x
+
+    def d_step(self, x_u8: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        cfg, b = self.cfg, len(y)
+        z = torch.randn(b, cfg.z_dim, device=self.device, generator=self.rng)
+        y_fake = torch.randint(self.num_classes, (b,), device=self.device, generator=self.rng)
+        # A wrong label for each real image: add 1..K-1 modulo K, so it is never the right one.
+        y_wrong = (y + torch.randint(1, max(self.num_classes, 2), (b,), device=self.device,
+                                     generator=self.rng)) % self.num_classes
+        with self.autocast:
+            with torch.no_grad():
+                fake = self.G_fwd(z, y_fake)
+            real = self._augment(from_uint8(x_u8))
+            fake = self._augment(fake.float())
+            if self.d_joint:
+                logits = self.D_fwd(torch.cat([real, fake]), torch.cat([y, y_fake]))
+                real_logits, fake_logits = logits[:b], logits[b:]
+            else:
+                real_logits, fake_logits = self.D_fwd(real, y), self.D_fwd(fake, y_fake)
+            wrong_logits = self.D_fwd(real, y_wrong) if cfg.mismatch_weight > 0 else None
+            loss = discriminator_loss(cfg.loss, real_logits.float(), fake_logits.float(),
+                                      None if wrong_logits is None else wrong_logits.float(),
+                                      cfg.mismatch_weight, cfg.label_smoothing)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+        return loss.detach(), real_logits.detach().float().mean(), fake_logits.detach().float().mean()
+
+    def g_step(self, batch_size: int) -> torch.Tensor:
+        cfg = self.cfg
+        z = torch.randn(batch_size, cfg.z_dim, device=self.device, generator=self.rng)
+        y = torch.randint(self.num_classes, (batch_size,), device=self.device, generator=self.rng)
+        self.D.requires_grad_(False)  # no D gradients in the G step (and no DDP reduction for D)
+        with self.autocast:
+            fake = self._augment(self.G_fwd(z, y).float())
+            # The unwrapped D: its parameters are frozen here, so DDP must not wait for their gradients.
+            loss = generator_loss(cfg.loss, self.D_frozen(fake, y).float())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        self.D.requires_grad_(True)
+        return loss.detach()
+
+    def iteration(self) -> torch.Tensor:
+        """One training iteration: d_steps D updates on real batches, one G update, one EMA update.
+        Returns (d_loss, g_loss, d_real, d_fake) as one tensor on the device (no host sync)."""
+        cfg, p = self.cfg, self.progress
+        step_seed = mix_seed(cfg.seed, self.dist.rank, p.step)
+        self.rng.manual_seed(step_seed)
+        torch.manual_seed(step_seed)  # dropout (mlp D) draws from the global generator
+        for _ in range(cfg.d_steps):
+            x, y = self.next_batch()
+            d_loss, d_real, d_fake = self.d_step(x, y)
+        g_loss = self.g_step(cfg.batch_size)
+        decay = min(cfg.ema_decay, (1 + p.step) / (10 + p.step))  # short warm-up: early EMA follows G
+        ema_update(self.G_ema, self.G, decay)
+        p.step += 1
+        p.images_seen += cfg.d_steps * cfg.batch_size * self.dist.world_size
+        return torch.stack([d_loss, g_loss, d_real, d_fake])
+
+    # ------------------------------------------------------------------ samples
+    @torch.no_grad()
+    def sample_grid(self, per_class: int = 10) -> "numpy.ndarray":  # noqa: F821
+        """Fixed-noise grid from the EMA generator: one row per class, ``per_class`` columns."""
+        z = latents(self.cfg.seed, range(per_class), self.cfg.z_dim).repeat(self.num_classes, 1).to(self.device)
+        y = torch.arange(self.num_classes, device=self.device).repeat_interleave(per_class)
+        images = to_uint8(torch.cat([self.G_ema(z[i:i + 500], y[i:i + 500]) for i in range(0, len(z), 500)]))
+        return make_grid(images, self.num_classes, per_class)
+
+    # ------------------------------------------------------------------ checkpoints
+    def meta(self, kind: str = "train") -> dict:
+        c, s, _ = self.dataset.image_shape
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
+            "config": self.cfg.to_dict(),
+            "dataset": dataset_meta(self.dataset),
+            "class_names": list(self.dataset.class_names),
+            "image": {"channels": c, "size": s, "dtype": "uint8", "layout": "NCHW",
+                      "normalization": "x / 127.5 - 1 maps uint8 0..255 to [-1, 1]; 0 is black"},
+            "step": self.progress.step, "epoch": self.progress.epoch,
+            "progress": self.progress.__dict__.copy(),
+            "training": {"device": device_name(self.device), "processes": self.dist.world_size,
+                         "seconds": round(self.progress.seconds, 2)},
+            "versions": versions(), "git_commit": git_commit(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def save(self, run_dir: Path) -> Path:
+        g_opt, g_groups = optimizer_tensors("opt_g", self.opt_g)
+        d_opt, d_groups = optimizer_tensors("opt_d", self.opt_d)
+        training = {**{f"g.{k}": v for k, v in self.G.state_dict().items()},
+                    **{f"d.{k}": v for k, v in self.D.state_dict().items()}, **g_opt, **d_opt}
+        meta = self.meta()
+        meta["optimizers"] = {"opt_g": g_groups, "opt_d": d_groups}
+        for name, t in training.items():
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise TrainingDiverged(f"{name} holds NaN or infinite values at step {self.progress.step}; "
+                                       f"not writing a checkpoint. Resume from the last good one with a lower "
+                                       f"learning rate (--lr-g/--lr-d need a new run).")
+        final = Path(run_dir) / "checkpoints" / step_dir_name(self.progress.step)
+        return write_folder(final, meta, {GENERATOR_FILE: self.G_ema.state_dict(), TRAINING_FILE: training})
+
+    def load(self, folder: Path) -> None:
+        meta = read_meta(folder)
+        if meta["kind"] != "train":
+            raise CheckpointError(f"{folder / META_FILE}: an exported checkpoint holds only the EMA generator "
+                                  f"and cannot be resumed; resume from a run folder")
+        tensors = read_tensors(folder / TRAINING_FILE)
+        load_module(self.G, tensors, folder / TRAINING_FILE, "g.")
+        load_module(self.D, tensors, folder / TRAINING_FILE, "d.")
+        load_module(self.G_ema, read_tensors(folder / GENERATOR_FILE), folder / GENERATOR_FILE)
+        groups = meta.get("optimizers", {})
+        load_optimizer(self.opt_g, "opt_g", tensors, groups.get("opt_g"), folder / TRAINING_FILE)
+        load_optimizer(self.opt_d, "opt_d", tensors, groups.get("opt_d"), folder / TRAINING_FILE)
+        prog = meta.get("progress", {})
+        try:
+            self.progress = Progress(**prog)
+        except TypeError as e:
+            raise CheckpointError(f"{folder / META_FILE}: 'progress' is malformed ({e})") from e
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return f"CPU ({os.cpu_count()} logical cores, {torch.get_num_threads()} threads)"
+    return device.type
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+def fit(cfg: TrainConfig, dataset: Dataset, run_dir: Path, device: torch.device, dist: DistInfo = DistInfo(),
+        resume_from: Path | None = None, progress_bar: bool = True) -> Trainer:
+    """Train until ``cfg.steps`` iterations, writing samples, losses and checkpoints into ``run_dir``."""
+    from tqdm import tqdm
+
+    trainer = Trainer(cfg, dataset, device, dist)
+    if resume_from is not None:
+        trainer.load(resume_from)
+    run_dir = Path(run_dir)
+    main = dist.is_main
+    csv_path = run_dir / "losses.csv"
+    if main:
+        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+        if resume_from is not None:
+            truncate_log(csv_path, trainer.progress.step)  # rows after the checkpoint are re-done
+        new_file = not csv_path.exists()
+        csv_file = open(csv_path, "a", newline="")
+        writer = csv.writer(csv_file)
+        if new_file:
+            writer.writerow(LOSS_COLUMNS)
+    p = trainer.progress
+    bar = tqdm(total=cfg.steps, initial=p.step, disable=not (main and progress_bar), dynamic_ncols=True,
+               file=sys.stderr, unit="it")
+    acc = torch.zeros(4, device=device)
+    acc_n, window_start, window_images = 0, time.perf_counter(), 0
+    try:
+        while p.step < cfg.steps:
+            t0 = time.perf_counter()
+            epoch_before = p.epoch
+            acc += trainer.iteration()
+            acc_n += 1
+            window_images += cfg.d_steps * cfg.batch_size * dist.world_size
+            step = p.step
+            log_now = step % cfg.log_every == 0 or step == cfg.steps
+            if log_now:
+                means = all_reduce_mean(acc / acc_n, dist).tolist()
+                if not all(map(finite, means)):
+                    raise TrainingDiverged(
+                        f"losses became non-finite at step {step} (d_loss={means[0]}, g_loss={means[1]}); "
+                        f"stopping without writing a checkpoint. The last checkpoint in {run_dir}/checkpoints is "
+                        f"intact: start a new run from scratch with lower --lr-g/--lr-d, or another --loss.")
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+            p.seconds += time.perf_counter() - t0
+            if log_now:
+                elapsed = time.perf_counter() - window_start
+                rate = window_images / max(elapsed, 1e-9)
+                if main:
+                    writer.writerow([step, f"{p.epoch + p.batch / trainer.batches.per_epoch:.4f}", p.images_seen,
+                                     f"{p.seconds:.2f}"] + [f"{m:.5f}" for m in means] + [f"{rate:.1f}"])
+                    csv_file.flush()
+                bar.set_postfix_str(f"ep {p.epoch} D {means[0]:.3f} G {means[1]:.3f} {rate:,.0f} img/s")
+                acc.zero_()
+                acc_n, window_start, window_images = 0, time.perf_counter(), 0
+            bar.update(1)
+            if main:
+                if p.epoch != epoch_before:
+                    save_png(trainer.sample_grid(), run_dir / "samples" / f"epoch-{epoch_before + 1:04d}.png")
+                if cfg.sample_every and step % cfg.sample_every == 0:
+                    save_png(trainer.sample_grid(), run_dir / "samples" / f"step-{step:07d}.png")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                if main:
+                    trainer.save(run_dir)
+                    prune_checkpoints(run_dir, cfg.keep)
+                    plot_losses(csv_path, run_dir / "losses.png")
+        if main:
+            save_png(trainer.sample_grid(), run_dir / "samples" / f"step-{p.step:07d}.png")
+    finally:
+        bar.close()
+        if main:
+            csv_file.close()
+    return trainer
+
+
+def finite(x: float) -> bool:
+    return x == x and abs(x) != float("inf")
+
+
+def truncate_log(csv_path: Path, step: int) -> None:
+    """Drop loss rows past ``step`` (written after the checkpoint we resume from), keeping the header."""
+    if not csv_path.exists():
+        return
+    lines = csv_path.read_text().splitlines()
+    kept = lines[:1] + [ln for ln in lines[1:] if ln and int(ln.split(",", 1)[0]) <= step]
+    tmp = csv_path.with_suffix(".tmp")
+    tmp.write_text("\n".join(kept) + "\n")
+    os.replace(tmp, csv_path)
+
+
+def write_run_info(run_dir: Path, argv: list[str], cfg: TrainConfig, dataset: Dataset, device: torch.device,
+                   resumed: bool) -> None:
+    """run.json: every command line that worked on this run, the config, and the code version."""
+    path = run_dir / "run.json"
+    info = json.loads(path.read_text()) if path.exists() else {"invocations": []}
+    info["config"] = cfg.to_dict()
+    info["dataset"] = dataset_meta(dataset)
+    info["invocations"].append({"argv": argv, "resumed": resumed, "git_commit": git_commit(),
+                                "versions": versions(), "device": device_name(device),
+                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info, indent=2))
+    os.replace(tmp, path)
