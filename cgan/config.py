@@ -31,7 +31,8 @@ class TrainConfig:
     seed: int = 0
     # speed
     amp: bool = False                    # bf16 autocast (CUDA)
-    compile: bool = False                # torch.compile the training steps
+    compile: bool = False                # torch.compile the models
+    compile_mode: str = "default"        # torch.compile mode ("default", "reduce-overhead", ...)
     loader: str = "device"               # "device": dataset on the device; "dataloader": torch DataLoader
     workers: int = 0                     # DataLoader workers (loader="dataloader")
     # bookkeeping

@@ -19,7 +19,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 def class_weights(y: torch.Tensor, num_classes: int, dtype=torch.float32) -> torch.Tensor:
     if y.dtype.is_floating_point:
         return y.to(dtype)
-    return F.one_hot(y, num_classes).to(dtype)
+    # Not F.one_hot: on CUDA it checks the label range, which forces a device sync every call.
+    return (y[:, None] == torch.arange(num_classes, device=y.device)).to(dtype)
 
 
 def dcgan_init(module: nn.Module) -> None:

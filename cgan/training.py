@@ -87,12 +87,11 @@ class Progress:
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """Exponential moving average of weights and of batch-norm statistics (integer counters copied)."""
     with torch.no_grad():
-        e_params, m_params = list(ema.parameters()), list(model.parameters())
-        torch._foreach_lerp_(e_params, m_params, 1.0 - decay)
+        floats = [(e, m) for e, m in zip([*ema.parameters(), *ema.buffers()], [*model.parameters(), *model.buffers()])
+                  if e.dtype.is_floating_point]
+        torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], 1.0 - decay)
         for eb, mb in zip(ema.buffers(), model.buffers()):
-            if eb.dtype.is_floating_point:
-                eb.lerp_(mb, 1.0 - decay)
-            else:
+            if not eb.dtype.is_floating_point:
                 eb.copy_(mb)
 
 
@@ -149,8 +148,9 @@ class Trainer:
             self.G_train, self.D_train = self.G, self.D
         self.G_fwd, self.D_fwd, self.D_frozen = self.G_train, self.D_train, self.D
         if cfg.compile:
-            self.G_fwd, self.D_fwd = torch.compile(self.G_train), torch.compile(self.D_train)
-            self.D_frozen = torch.compile(self.D)
+            mode = cfg.compile_mode
+            self.G_fwd, self.D_fwd = torch.compile(self.G_train, mode=mode), torch.compile(self.D_train, mode=mode)
+            self.D_frozen = torch.compile(self.D, mode=mode)
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
         self._images_dev = self._labels_dev = self._epoch_source = None
         self._epoch_idx, self._epoch_idx_of = None, -1  # this epoch's batch indices (CPU), and its number

@@ -1,0 +1,184 @@
+"""Training-speed benchmark: `python -m cgan.bench` prints a table and writes JSON.
+
+For each architecture it times the real training iteration (``Trainer.iteration``) with the dataset kept
+on the device ("device" loader) and with a torch DataLoader feeding the same batches ("dataloader"),
+in the same process, after a warm-up that includes compilation (reported separately). On CPU it also
+times a straightforward eager implementation of the tutorial MLP CGAN (same sizes, batch 64), the
+baseline the `mlp` architecture must match.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import replace
+
+import torch
+import torch.nn as nn
+
+from .cli import ARCH_DEFAULTS
+from .config import TrainConfig
+from .data import Dataset, load_dataset
+from .distributed import pick_device
+from .training import Trainer, device_name
+
+
+def synthetic_dataset(n: int = 60_000, classes: int = 10, size: int = 28) -> Dataset:
+    """Random uint8 images: throughput does not depend on image content."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, classes, (n,), generator=g)
+    return Dataset("mnist", "train", images, labels, tuple(str(i) for i in range(classes)))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_trainer(cfg: TrainConfig, dataset: Dataset, device: torch.device, steps: int, warmup: int) -> dict:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    trainer = Trainer(cfg, dataset, device)
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        trainer.iteration()
+    sync(device)
+    warm_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        trainer.iteration()
+    sync(device)
+    seconds = time.perf_counter() - t0
+    images = steps * cfg.batch_size * cfg.d_steps
+    return {"arch": cfg.arch, "loader": cfg.loader, "workers": cfg.workers, "compile": cfg.compile,
+            "compile_mode": cfg.compile_mode if cfg.compile else None,
+            "amp": cfg.amp, "batch_size": cfg.batch_size, "steps": steps, "seconds": round(seconds, 4),
+            "images_per_s": round(images / seconds, 1), "warmup_s": round(warm_s, 2),
+            "peak_mem_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None}
+
+
+def check_syncs(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> None:
+    """Run a few iterations with CUDA sync debugging on: every hidden host-device sync is reported."""
+    import warnings
+
+    trainer = Trainer(replace(cfg, compile=False), dataset, device)
+    trainer.iteration()
+    torch.cuda.set_sync_debug_mode("warn")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            trainer.iteration()
+    torch.cuda.set_sync_debug_mode("default")
+    print(f"{cfg.arch}: {len(caught)} host-device syncs in 2 iterations", flush=True)
+    for w in caught[:5]:
+        print("   ", str(w.message)[:200], flush=True)
+
+
+def eager_tutorial_mlp(dataset: Dataset, device: torch.device, steps: int, batch_size: int = 64,
+                       z_dim: int = 128, width: int = 256) -> dict:
+    """The tutorial MLP CGAN written the straightforward way: embedding-free one-hot concat, sigmoid +
+    nn.BCELoss, Adam, a shuffling DataLoader yielding float images. Same layer sizes as `--arch mlp`."""
+    k, px = dataset.num_classes, dataset.images[0].numel()
+    G = nn.Sequential(nn.Linear(z_dim + k, width), nn.LeakyReLU(0.2), nn.Linear(width, 2 * width), nn.LeakyReLU(0.2),
+                      nn.Linear(2 * width, 4 * width), nn.LeakyReLU(0.2), nn.Linear(4 * width, px), nn.Tanh()).to(device)
+    D = nn.Sequential(nn.Linear(px + k, 4 * width), nn.LeakyReLU(0.2), nn.Dropout(0.3),
+                      nn.Linear(4 * width, 2 * width), nn.LeakyReLU(0.2), nn.Dropout(0.3),
+                      nn.Linear(2 * width, width), nn.LeakyReLU(0.2), nn.Dropout(0.3),
+                      nn.Linear(width, 1), nn.Sigmoid()).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
+    bce = nn.BCELoss()
+    ds = torch.utils.data.TensorDataset(dataset.images.float().div(127.5).sub(1).flatten(1), dataset.labels)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=True)
+    eye = torch.eye(k, device=device)
+
+    def run(n):
+        done = 0
+        while done < n:
+            for x, y in loader:
+                x, y = x.to(device), y.to(device)
+                ones, zeros = torch.ones(len(x), 1, device=device), torch.zeros(len(x), 1, device=device)
+                z = torch.randn(len(x), z_dim, device=device)
+                fake = G(torch.cat([z, eye[y]], 1))
+                d_loss = bce(D(torch.cat([x, eye[y]], 1)), ones) + bce(D(torch.cat([fake.detach(), eye[y]], 1)), zeros)
+                opt_d.zero_grad()
+                d_loss.backward()
+                opt_d.step()
+                g_loss = bce(D(torch.cat([fake, eye[y]], 1)), ones)
+                opt_g.zero_grad()
+                g_loss.backward()
+                opt_g.step()
+                done += 1
+                if done == n:
+                    return
+
+    run(10)
+    sync(device)
+    t0 = time.perf_counter()
+    run(steps)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    return {"arch": "tutorial-mlp-eager", "loader": "dataloader", "workers": 0, "compile": False, "amp": False,
+            "batch_size": batch_size, "steps": steps, "seconds": round(seconds, 4),
+            "images_per_s": round(steps * batch_size / seconds, 1), "warmup_s": None, "peak_mem_mb": None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cgan.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--archs", default="sngan,dcgan,mlp")
+    p.add_argument("--loaders", default="device,dataloader")
+    p.add_argument("--workers", type=int, default=4, help="DataLoader workers for the dataloader path")
+    p.add_argument("--batch-size", type=int, default=None, help="default 256 on CUDA, 64 on CPU")
+    p.add_argument("--steps", type=int, default=None, help="timed iterations (default 300 CUDA, 30 CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default 30 CUDA, 5 CPU)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: on for CUDA")
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode (default, reduce-overhead, ...)")
+    p.add_argument("--check-syncs", action="store_true", help="report host-device syncs inside an iteration (CUDA)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="default: on for CUDA")
+    p.add_argument("--data-dir", default=None, help="real MNIST-format data (default: synthetic images)")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--split", default="test")
+    p.add_argument("--json", default=None, help="write results here")
+    args = p.parse_args(argv)
+    device = pick_device(args.device)
+    cuda = device.type == "cuda"
+    batch = args.batch_size or (256 if cuda else 64)
+    steps, warmup = args.steps or (300 if cuda else 30), args.warmup or (30 if cuda else 5)
+    dataset = load_dataset(args.dataset, args.split, args.data_dir) if args.data_dir else synthetic_dataset()
+    results = []
+    for arch in args.archs.split(","):
+        for loader in args.loaders.split(","):
+            cfg = replace(TrainConfig(), arch=arch, **ARCH_DEFAULTS[arch], batch_size=batch, loader=loader,
+                          workers=args.workers if loader == "dataloader" else 0,
+                          amp=cuda if args.amp is None else args.amp,
+                          compile=cuda if args.compile is None else args.compile, compile_mode=args.compile_mode)
+            if args.check_syncs and cuda:
+                check_syncs(cfg, dataset, device)
+            r = time_trainer(cfg, dataset, device, steps, warmup)
+            results.append(r)
+            print(f"{arch:6s} {loader:10s} {r['images_per_s']:>12,.0f} img/s  (warm-up incl. compile "
+                  f"{r['warmup_s']:.1f} s, peak {r['peak_mem_mb']} MB)", flush=True)
+    if not cuda and "mlp" in args.archs:
+        r = eager_tutorial_mlp(dataset, device, steps * 4)
+        results.append(r)
+        print(f"tutorial MLP CGAN, eager reference: {r['images_per_s']:,.0f} img/s", flush=True)
+    print()
+    print(f"{'arch':20s} {'loader':11s} {'batch':>5s} {'img/s':>12s} {'warm-up s':>9s} {'peak MB':>8s}")
+    for r in results:
+        print(f"{r['arch']:20s} {r['loader']:11s} {r['batch_size']:>5d} {r['images_per_s']:>12,.0f} "
+              f"{r['warmup_s'] if r['warmup_s'] is not None else '-':>9} {r['peak_mem_mb'] or '-':>8}")
+    report = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
+              "date": time.strftime("%Y-%m-%d"), "dataset": "synthetic" if not args.data_dir else args.dataset,
+              "results": results}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
