@@ -244,6 +244,8 @@ def load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, t
     if not isinstance(groups, list) or len(groups) != len(current) or \
             any(len(g.get("params", [])) != len(c["params"]) for g, c in zip(groups, current)):
         raise CheckpointError(f"{file}: optimiser '{prefix}' does not match the model's parameters")
+    # JSON turned tuples (Adam's betas) into lists; give the optimiser back what it saved.
+    groups = [{k: (tuple(v) if isinstance(v, list) and k != "params" else v) for k, v in g.items()} for g in groups]
     try:
         opt.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError, RuntimeError) as e:

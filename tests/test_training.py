@@ -1,0 +1,130 @@
+"""train.py end to end on tiny synthetic IDX data: every architecture, resume, run-folder rules, DDP."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+from cgan.checkpoints import list_checkpoints
+from cgan.cli import main
+from conftest import REPO, TINY
+
+
+def train(argv, capsys=None):
+    return main(argv)
+
+
+def losses(run):
+    with open(run / "losses.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("arch,extra", [("sngan", ["--augment", "translation,cutout"]),
+                                        ("dcgan", ["--label-smoothing", "0.1", "--mismatch-weight", "1"]),
+                                        ("mlp", ["--loss", "hinge"])])
+def test_each_architecture_trains(tmp_path, mnist_dir, arch, extra):
+    run = tmp_path / arch
+    argv = ["--dataset", "mnist", "--data-dir", str(mnist_dir), "--arch", arch, "--steps", "3",
+            "--log-every", "1", "--checkpoint-every", "3", "--sample-every", "3", "--out", str(run), *TINY, *extra]
+    assert train(argv) == 0
+    rows = losses(run)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert all(math.isfinite(float(r[k])) for r in rows for k in ("d_loss", "g_loss"))
+    assert [p.name for p in list_checkpoints(run)] == ["step-0000003"]
+    assert (run / "samples" / "step-0000003.png").is_file() and (run / "losses.png").is_file()
+    info = json.loads((run / "run.json").read_text())
+    assert info["config"]["arch"] == arch and info["invocations"][0]["argv"][0] == "train.py"
+    meta = json.loads((run / "checkpoints" / "step-0000003" / "checkpoint.json").read_text())
+    assert meta["class_names"] == list("0123456789") and "data_dir" not in json.dumps(meta)
+    assert str(mnist_dir) not in json.dumps(meta)  # data paths are never stored
+
+
+def test_epoch_sample_grids_and_keep(tmp_path, mnist_dir):
+    run = tmp_path / "r"
+    # 96 training images / batch 16 = 6 iterations per epoch; 2 epochs
+    assert train(["--dataset", "mnist", "--data-dir", str(mnist_dir), "--epochs", "2", "--checkpoint-every", "2",
+                  "--keep", "2", "--log-every", "3", "--out", str(run), *TINY]) == 0
+    assert sorted(p.name for p in (run / "samples").glob("epoch-*.png")) == ["epoch-0001.png", "epoch-0002.png"]
+    assert [p.name for p in list_checkpoints(run)] == ["step-0000010", "step-0000012"]
+
+
+def run_args(mnist_dir, run, steps, arch="sngan"):
+    return ["--dataset", "mnist", "--data-dir", str(mnist_dir), "--arch", arch, "--steps", str(steps),
+            "--checkpoint-every", "3", "--log-every", "1", "--out", str(run), "--augment", "translation,cutout",
+            *TINY]
+
+
+@pytest.mark.parametrize("arch", ["sngan", "mlp"])  # mlp: dropout draws from the global RNG
+def test_resume_follows_the_same_trajectory(tmp_path, mnist_dir, arch):
+    """7 steps straight == 3 steps, stop, resume to 7 (crossing an epoch boundary at step 6): bitwise."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    args = run_args(mnist_dir, straight, 7, arch)
+    args[args.index("--augment") + 1] = "translation,cutout" if arch == "sngan" else "none"
+    assert train(args) == 0
+    first = [a if a != str(straight) else str(resumed) for a in args]
+    first[first.index("--steps") + 1] = "3"
+    assert train(first) == 0
+    assert train(["--resume", str(resumed), "--steps", "7", "--data-dir", str(mnist_dir), "--no-progress"]) == 0
+    a = load_file(str(straight / "checkpoints" / "step-0000007" / "training_state.safetensors"))
+    b = load_file(str(resumed / "checkpoints" / "step-0000007" / "training_state.safetensors"))
+    assert a.keys() == b.keys()
+    assert all((a[k] == b[k]).all() for k in a), [k for k in a if not (a[k] == b[k]).all()][:5]
+    ga = load_file(str(straight / "checkpoints" / "step-0000007" / "generator.safetensors"))
+    gb = load_file(str(resumed / "checkpoints" / "step-0000007" / "generator.safetensors"))
+    assert all((ga[k] == gb[k]).all() for k in ga)
+    rows = losses(resumed)
+    assert [int(r["step"]) for r in rows] == list(range(1, 8))  # appended, no duplicates
+    assert [r["d_loss"] for r in rows] == [r["d_loss"] for r in losses(straight)]
+    assert len(json.loads((resumed / "run.json").read_text())["invocations"]) == 2
+
+
+def test_resume_refuses_other_options(tmp_path, mnist_dir, tiny_run, capsys):
+    assert train(["--resume", str(tiny_run), "--lr-g", "0.1", "--steps", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "--lr-g cannot be changed when resuming" in err
+    assert train(["--resume", str(tmp_path), "--steps", "8"]) == 2
+    assert "no complete checkpoint" in capsys.readouterr().err
+
+
+def test_out_must_be_new_or_empty(tmp_path, mnist_dir, tiny_run, capsys):
+    assert train(["--dataset", "mnist", "--data-dir", str(mnist_dir), "--steps", "1", "--out", str(tiny_run), *TINY]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_clear_errors_for_bad_options(tmp_path, mnist_dir, capsys):
+    base = ["--dataset", "mnist", "--data-dir", str(mnist_dir), "--steps", "1", "--out", str(tmp_path / "x"), *TINY]
+    assert train(base + ["--label-smoothing", "0.1", "--loss", "hinge"]) == 2
+    assert "bce loss only" in capsys.readouterr().err
+    assert train(["--dataset", "mnist", "--data-dir", str(tmp_path / "nowhere"), "--steps", "1"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train(["--dataset", "mnist", "--arch", "resnet9000"])
+
+
+def test_help_documents_every_option():
+    out = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, capture_output=True, text=True).stdout
+    for opt in ["--dataset", "--data-dir", "--split", "--emnist-split", "--arch", "--loss", "--epochs", "--steps",
+                "--batch-size", "--lr-g", "--lr-d", "--z-dim", "--seed", "--out", "--resume", "--device",
+                "--sample-every", "--checkpoint-every", "--keep", "--mismatch-weight", "--label-smoothing"]:
+        assert opt in out
+
+
+def test_ddp_two_processes_gloo(tmp_path, mnist_dir):
+    """torchrun with 2 CPU processes (gloo over loopback): trains on shards and rank 0 writes a checkpoint."""
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+           "--dataset", "mnist", "--data-dir", str(mnist_dir), "--device", "cpu", "--steps", "2",
+           "--checkpoint-every", "2", "--log-every", "1", "--out", str(run), *TINY]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [p.name for p in list_checkpoints(run)] == ["step-0000002"]
+    meta = json.loads((run / "checkpoints" / "step-0000002" / "checkpoint.json").read_text())
+    assert meta["training"]["processes"] == 2
+    assert meta["progress"]["images_seen"] == 2 * 2 * 16
