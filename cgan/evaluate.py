@@ -1,0 +1,610 @@
+"""Evaluate a generator against real data with the dataset's evaluator classifier.
+
+    python -m cgan.evaluate CHECKPOINT [--data-dir DIR] [--quick] [--write] [--json FILE] [--device cpu]
+
+CHECKPOINT is an exported folder, a checkpoint folder or a run folder (its latest checkpoint). The
+evaluator is CHECKPOINT/evaluator.safetensors, or ``--evaluator PATH``. By default the results are only
+printed (a table); ``--write`` merges them into CHECKPOINT/evaluation.json under "full" or "quick"
+(checkpoint.json is never touched); ``--json FILE`` writes this run's JSON to FILE.
+
+What is measured (Shmelkov et al. 2018; Kynkaanniemi et al. 2019), each beside its real-data reference:
+  * conditional accuracy (GAN-test): evaluator accuracy on generated images w.r.t. the requested class,
+    class-balanced and per class, beside the evaluator's accuracy on real held-out images (the ceiling);
+  * GAN-train: a fresh classifier of the evaluator's kind trained only on generated images, tested on
+    the real held-out images, beside the same recipe trained on as many real images (stored in the
+    evaluator file when it was trained);
+  * Frechet distance in the evaluator's 128-d features, generated vs real held-out, beside the
+    real-vs-real floor at the same sample sizes and class mix; per class too;
+  * precision / recall (k-NN manifolds, k = 3) in the same features, beside real-vs-real;
+  * memorization: pixel distance of each generated image to its nearest GAN-training image, beside the
+    same for real held-out images.
+
+The protocol (which real images play which part, sample counts, seeds) is fixed per dataset and printed
+with the results. ``--quick`` is a smaller version of it for tests and training-time monitoring (well
+under a minute on 2 CPU cores); its numbers are noisier and are stored under their own key.
+
+Python::
+
+    from cgan.evaluate import evaluate, evaluate_sampler, load_real_data, protocol_for
+    result = evaluate("checkpoints/mnist", data_dir="../shared/data/mnist", quick=True)
+    # in a training loop, without files: wrap the EMA generator in a cgan.Sampler
+    real = load_real_data(evaluator, data_dir, gan_split="test")            # once
+    result = evaluate_sampler(sampler, evaluator, real, protocol_for("mnist", quick=True))
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoints import CheckpointError, resolve_checkpoint
+from .data import DatasetError, load_dataset
+from .evaluator import Evaluator, as_nchw, load_evaluator, stratified_split, train_evaluator
+from .metrics import (accuracy, balanced_accuracy, frechet_distance, memorization, nan_to_none,
+                      per_class_accuracy, precision_recall)
+
+RESULTS_FILE = "evaluation.json"
+REAL_SEED = 0  # real-side subsets and halves: fixed, so the floor and ceilings never change with --seed
+GAN_TRAIN_TARGETS = {"mnist": 0.97, "fashion-mnist": 0.85, "emnist": 0.80}
+
+
+# ----------------------------------------------------------------------------- protocol
+
+@dataclass(frozen=True)
+class Protocol:
+    """Sample counts and seeds of one evaluation. ``seed`` picks the generated latents and the GAN-train
+    initialisation; the real-side subsets use the fixed REAL_SEED."""
+
+    name: str                 # "full" or "quick"
+    per_class: int            # generated images per class for GAN-test (class-balanced)
+    gan_train_images: int     # generated images that train the GAN-train classifier (real class mix)
+    gan_train_epochs: int     # 0: skip GAN-train
+    heldout_max: int          # real held-out images used at most (0: all)
+    fd_max: int               # each of the two held-out halves for FD / precision / recall, at most
+    memorization_max: int     # generated and held-out images checked for memorization, at most
+    batch_size: int = 128     # GAN-train batch (the evaluator's recipe)
+    k: int = 3                # k of the k-NN precision / recall
+    seed: int = 0
+
+    def reference_key(self) -> dict:
+        """What a stored real-train reference (see ``real_train_reference``) depends on."""
+        return {"gan_train_images": self.gan_train_images, "gan_train_epochs": self.gan_train_epochs,
+                "heldout_max": self.heldout_max, "batch_size": self.batch_size}
+
+
+# dataset -> (full, quick). EMNIST has 47 classes, so fewer GAN-test images per class.
+# Fields: name, per_class, gan_train_images, gan_train_epochs, heldout_max, fd_max, memorization_max.
+QUICK = Protocol("quick", 100, 1000, 15, 2000, 500, 300)
+PROTOCOLS = {
+    "mnist": (Protocol("full", 1000, 10_000, 10, 0, 5000, 2000), QUICK),
+    "fashion-mnist": (Protocol("full", 1000, 10_000, 10, 0, 5000, 2000), QUICK),
+    "emnist": (Protocol("full", 300, 14_100, 10, 0, 5000, 2000), replace(QUICK, per_class=20, gan_train_images=940)),
+}
+DEFAULT_PROTOCOLS = (Protocol("full", 500, 10_000, 10, 0, 5000, 2000), replace(QUICK, per_class=50))
+
+
+def protocol_for(dataset: str, quick: bool = False, seed: int = 0) -> Protocol:
+    full, fast = PROTOCOLS.get(dataset, DEFAULT_PROTOCOLS)
+    return replace(fast if quick else full, seed=seed)
+
+
+# ----------------------------------------------------------------------------- real data
+
+@dataclass
+class RealData:
+    """The real images of the protocol, uint8 (N, C, H, W).
+
+    heldout: images the evaluator never saw (ceilings, FD floor, precision/recall, GAN-train test);
+    evaluator_train: the images that trained the evaluator (source of the real-train reference);
+    gan_train: the GAN's training images minus the held-out ones (the memorization reference), or None."""
+
+    dataset: str
+    heldout_images: torch.Tensor
+    heldout_labels: torch.Tensor
+    evaluator_train_images: torch.Tensor
+    evaluator_train_labels: torch.Tensor
+    gan_train_images: torch.Tensor | None
+    notes: list[str] = field(default_factory=list)
+
+
+def load_real_data(evaluator: Evaluator, data_dir=None, gan_split: str | None = None) -> RealData:
+    """Load the evaluator's protocol data from ``data_dir``; ``gan_split`` is the split the generator was
+    trained on ("train", "test" or "all"; default: the split that trained the evaluator)."""
+    name, p = evaluator.dataset, evaluator.protocol
+    emnist_split = evaluator.header["dataset"].get("emnist_split")
+    notes = []
+
+    def load(split):
+        ds = load_dataset(name, split, data_dir, emnist_split)
+        if list(ds.class_names) != evaluator.class_names:
+            raise DatasetError(f"{name} {split} classes {list(ds.class_names)[:5]}... differ from the evaluator's")
+        return ds
+
+    if p["kind"] == "seeded-split":
+        source = p["split"]
+        ds = load(source)
+        if len(ds) != p["num_images"]:
+            raise DatasetError(f"the {name} {source} split in {data_dir} has {len(ds)} images, but the evaluator "
+                               f"{evaluator.file} was trained on a split of {p['num_images']}; these are other files")
+        mask = torch.zeros(len(ds), dtype=torch.bool)
+        mask[evaluator.heldout_index] = True
+        held_x, held_y = ds.images[mask], ds.labels[mask]
+        tr_x, tr_y = ds.images[~mask], ds.labels[~mask]
+        heldout_split = source
+        notes.append(f"evaluator: trained on {len(tr_y)} images of the {name} {source} split; {len(held_y)} "
+                     f"({p.get('heldout_fraction', 0):.0%} per class, seed {p.get('seed')}) are held out")
+    else:
+        tr, te = load("train"), load("test")
+        for got, key, split in ((len(tr), "num_train", "train"), (len(te), "num_heldout", "test")):
+            if p.get(key) is not None and got != p[key]:
+                raise DatasetError(f"the {name} {split} split in {data_dir} has {got} images; the evaluator "
+                                   f"{evaluator.file} expects {p[key]}")
+        held_x, held_y, tr_x, tr_y = te.images, te.labels, tr.images, tr.labels
+        source, heldout_split = "train", "test"
+        notes.append(f"evaluator: trained on the {name} train split ({len(tr_y)} images); the test split "
+                     f"({len(held_y)} images) is held out")
+
+    gan_split = gan_split or source
+    if gan_split not in ("train", "test", "all"):
+        raise ValueError(f"gan_split must be 'train', 'test' or 'all', got {gan_split!r}")
+    parts, seen = [], False
+    for part in (["train", "test"] if gan_split == "all" else [gan_split]):
+        if part == heldout_split:
+            seen = True
+            if p["kind"] == "seeded-split":
+                parts.append(tr_x)  # the rest of the split: everything but the held-out images
+        elif part == source:
+            parts.append(tr_x)
+        else:
+            parts.append(load(part).images)
+    gan_train = torch.cat(parts) if parts else None
+    if seen:
+        notes.append(f"the GAN was trained on the {name} {gan_split} split, which includes the held-out images: "
+                     f"they are unseen by the evaluator but NOT by the generator, so the FD floor, precision/recall "
+                     f"and GAN-train test use data the generator has seen")
+    else:
+        notes.append(f"the GAN was trained on the {name} {gan_split} split; the held-out images are unseen by "
+                     f"both the generator and the evaluator")
+    if gan_train is None or len(gan_train) == 0:
+        notes.append("memorization: no GAN-training images outside the held-out set; skipped")
+        gan_train = None
+    else:
+        notes.append(f"memorization reference: the {len(gan_train)} GAN-training images outside the held-out set")
+    return RealData(name, held_x, held_y, tr_x, tr_y, gan_train, notes)
+
+
+def _subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """About ``n`` indices, the same share of every class (all of them when n is 0 or >= len)."""
+    if n <= 0 or n >= len(labels):
+        return torch.arange(len(labels))
+    return stratified_split(labels, n / len(labels), seed)[1]
+
+
+def _class_counts(total: int, labels: torch.Tensor, num_classes: int) -> np.ndarray:
+    """``total`` split over classes in proportion to ``labels`` (largest remainders), at least 1 each."""
+    freq = np.bincount(labels.numpy(), minlength=num_classes)[:num_classes].astype(np.float64)
+    share = total * freq / freq.sum()
+    counts = np.floor(share).astype(np.int64)
+    order = np.argsort(-(share - counts), kind="stable")
+    counts[order[: total - counts.sum()]] += 1
+    return np.maximum(counts, 1)
+
+
+@dataclass
+class RealSplits:
+    """The protocol's fixed real subsets (indices into ``RealData.heldout_*``)."""
+
+    heldout: torch.Tensor   # held-out images used (capped at heldout_max)
+    half_a: torch.Tensor    # FD floor / PR: half A (compared with B), the class mix of generated FD sets
+    half_b: torch.Tensor    # the reference half
+
+
+def real_splits(real: RealData, protocol: Protocol) -> RealSplits:
+    held = _subset(real.heldout_labels, protocol.heldout_max, REAL_SEED)
+    a, b = stratified_split(real.heldout_labels[held], 0.5, REAL_SEED + 1)
+    a, b = held[a], held[b]
+    a = a[_subset(real.heldout_labels[a], protocol.fd_max, REAL_SEED + 2)]
+    b = b[_subset(real.heldout_labels[b], protocol.fd_max, REAL_SEED + 3)]
+    return RealSplits(held, a, b)
+
+
+# ----------------------------------------------------------------------------- the classifier recipe
+
+def gan_train_accuracy(images: torch.Tensor, labels: torch.Tensor, real: RealData, splits: RealSplits,
+                       evaluator: Evaluator, protocol: Protocol, device=None) -> dict:
+    """Train the evaluator's recipe on (images, labels); test on the protocol's real held-out images."""
+    device = device or evaluator.device
+    net = train_evaluator(images, labels, evaluator.num_classes, device, protocol.gan_train_epochs,
+                          seed=protocol.seed, batch_size=protocol.batch_size,
+                          width=evaluator.header["model"]["width"],
+                          feature_dim=evaluator.header["model"]["feature_dim"])
+    clf = Evaluator(net, evaluator.header, evaluator.file, None, torch.device(device))
+    y = real.heldout_labels[splits.heldout].numpy()
+    pred = clf.predict(real.heldout_images[splits.heldout])
+    k = evaluator.num_classes
+    return {"accuracy": accuracy(pred, y), "balanced_accuracy": balanced_accuracy(pred, y, k),
+            "per_class": per_class_accuracy(pred, y, k), "num_train": len(labels), "num_test": len(y)}
+
+
+def real_train_reference(evaluator: Evaluator, real: RealData, protocol: Protocol, device=None) -> dict:
+    """GAN-train's recipe trained on *real* evaluator-train images with the same class counts (fewer where
+    a class has fewer): what GAN-train would score if the generator were the data. Stored in the
+    evaluator file by ``python -m cgan.evaluator train``, so evaluations do not pay for it."""
+    splits = real_splits(real, protocol)
+    counts = _class_counts(protocol.gan_train_images, real.heldout_labels[splits.heldout], evaluator.num_classes)
+    gen = torch.Generator().manual_seed(REAL_SEED + 4)
+    picks = []
+    for k, n in enumerate(counts):
+        idx = (real.evaluator_train_labels == k).nonzero().flatten()
+        picks.append(idx[torch.randperm(len(idx), generator=gen)[:n]])
+    idx = torch.cat(picks)
+    r = gan_train_accuracy(real.evaluator_train_images[idx], real.evaluator_train_labels[idx], real, splits,
+                           evaluator, replace(protocol, seed=0), device)
+    return {**protocol.reference_key(), "accuracy": r["accuracy"], "balanced_accuracy": r["balanced_accuracy"],
+            "num_train": r["num_train"], "num_test": r["num_test"]}
+
+
+# ----------------------------------------------------------------------------- generation
+
+def _generate(sampler, counts: np.ndarray, seed: int, channels: int, size: int):
+    """counts[k] images of class k (images 0..counts[k]-1 of the seed, so smaller sets are prefixes)."""
+    images, labels = [], []
+    for k, n in enumerate(counts):
+        if n == 0:
+            continue
+        x, y = sampler.sample([k], int(n), seed=seed)
+        x = as_nchw(x, channels, size, what="generated images")
+        y = torch.as_tensor(np.asarray(y)).long()
+        if len(x) != n or y.shape != (n,) or bool((y != k).any()):
+            raise ValueError(f"sampler returned {len(x)} images labelled {torch.unique(y).tolist()} when asked "
+                             f"for {n} of class {k}")
+        images.append(x)
+        labels.append(y)
+    return torch.cat(images), torch.cat(labels)
+
+
+def _prefix_index(labels: torch.Tensor, counts: np.ndarray) -> torch.Tensor:
+    """Indices of the first counts[k] images of each class k in a class-major set."""
+    out = []
+    for k, n in enumerate(counts):
+        idx = (labels == k).nonzero().flatten()
+        out.append(idx[: int(n)])
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------- the evaluation
+
+def _per_class_dict(names, values) -> dict:
+    return {n: (None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 5))
+            for n, v in zip(names, values)}
+
+
+def _ratio(a, b):
+    return a / b if b and not math.isnan(b) and not math.isnan(a) else float("nan")
+
+
+def evaluate_sampler(sampler, evaluator: Evaluator, real: RealData, protocol: Protocol, device=None,
+                     log=None) -> dict:
+    """All metrics for one sampler. ``sampler`` needs ``sample(classes, per_class, seed) -> (uint8 images,
+    labels)`` (a ``cgan.Sampler``, or anything that behaves like one); nothing is read or written."""
+    t_start = time.time()
+    timing = {}
+    log = log or (lambda s: None)
+    K, names = evaluator.num_classes, evaluator.class_names
+    m = evaluator.header["model"]
+    splits = real_splits(real, protocol)
+
+    # --- real side: ceilings and features
+    t = time.time()
+    held_x, held_y = real.heldout_images[splits.heldout], real.heldout_labels[splits.heldout]
+    held_f, held_p = evaluator.features_and_predictions(held_x)
+    pos = torch.full((len(real.heldout_labels),), -1, dtype=torch.long)
+    pos[splits.heldout] = torch.arange(len(splits.heldout))
+    f_a, f_b = held_f[pos[splits.half_a].numpy()], held_f[pos[splits.half_b].numpy()]
+    y_a, y_b = real.heldout_labels[splits.half_a], real.heldout_labels[splits.half_b]
+    real_per = per_class_accuracy(held_p, held_y.numpy(), K)
+    real_bal = balanced_accuracy(held_p, held_y.numpy(), K)
+    timing["real_features"] = time.time() - t
+
+    # --- generated sets: class-balanced (GAN-test), class mix of half A (FD / PR), class mix of the data (GAN-train)
+    t = time.time()
+    n_test = np.full(K, protocol.per_class, dtype=np.int64)
+    n_fd = np.bincount(y_a.numpy(), minlength=K)[:K]
+    n_train = (_class_counts(protocol.gan_train_images, held_y, K) if protocol.gan_train_epochs > 0
+               else np.zeros(K, dtype=np.int64))
+    n_all = np.maximum.reduce([n_test, n_fd, n_train])
+    gen_x, gen_y = _generate(sampler, n_all, protocol.seed, m["channels"], m["size"])
+    timing["generate"] = time.time() - t
+    log(f"generated {len(gen_y)} images in {timing['generate']:.1f} s")
+    t = time.time()
+    gen_f, gen_p = evaluator.features_and_predictions(gen_x)
+    timing["generated_features"] = time.time() - t
+
+    # --- GAN-test
+    i_test = _prefix_index(gen_y, n_test).numpy()
+    gen_per = per_class_accuracy(gen_p[i_test], gen_y[i_test].numpy(), K)
+    gen_bal = float(np.nanmean(gen_per))
+    class_ratio = gen_per / real_per
+    worst = int(np.nanargmin(class_ratio)) if np.isfinite(class_ratio).any() else 0
+    cond = {
+        "generated": {"balanced_accuracy": gen_bal, "per_class": _per_class_dict(names, gen_per),
+                      "num_images": int(len(i_test))},
+        "real_heldout": {"balanced_accuracy": real_bal, "accuracy": accuracy(held_p, held_y.numpy()),
+                         "per_class": _per_class_dict(names, real_per), "num_images": int(len(held_y))},
+        "ratio": _ratio(gen_bal, real_bal),
+        "per_class_ratio": _per_class_dict(names, class_ratio),
+        "worst_class": {"class": names[worst], "ratio": float(class_ratio[worst])},
+    }
+
+    # --- Frechet distance and precision / recall (generated with half A's class mix vs half B; floor A vs B)
+    t = time.time()
+    i_fd = _prefix_index(gen_y, n_fd).numpy()
+    g_fd, gy_fd = gen_f[i_fd], gen_y[i_fd]
+    fd_gen, fd_floor = frechet_distance(g_fd, f_b), frechet_distance(f_a, f_b)
+    per_fd = {}
+    for k, name in enumerate(names):
+        ga, ra, rb = g_fd[(gy_fd == k).numpy()], f_a[(y_a == k).numpy()], f_b[(y_b == k).numpy()]
+        if min(len(ga), len(ra), len(rb)) < 2:
+            per_fd[name] = {"generated": None, "floor": None, "ratio": None, "n": int(len(rb))}
+            continue
+        g, f = frechet_distance(ga, rb), frechet_distance(ra, rb)
+        per_fd[name] = {"generated": g, "floor": f, "ratio": _ratio(g, f), "n": int(len(rb))}
+    ratios = [v["ratio"] for v in per_fd.values() if v["ratio"] is not None]
+    frechet = {"generated": fd_gen, "floor": fd_floor, "ratio": _ratio(fd_gen, fd_floor),
+               "per_class": per_fd, "per_class_max_ratio": max(ratios) if ratios else None,
+               "num_generated": int(len(i_fd)), "num_real_a": int(len(f_a)), "num_real_b": int(len(f_b))}
+    timing["frechet"] = time.time() - t
+    t = time.time()
+    pr_gen = precision_recall(f_b, g_fd, protocol.k)
+    pr_real = precision_recall(f_b, f_a, protocol.k)
+    timing["precision_recall"] = time.time() - t
+
+    # --- GAN-train
+    gan_train = None
+    if protocol.gan_train_epochs > 0:
+        t = time.time()
+        i_tr = _prefix_index(gen_y, n_train)
+        r = gan_train_accuracy(gen_x[i_tr], gen_y[i_tr], real, splits, evaluator, protocol, device)
+        ref = evaluator.header.get("reference", {}).get(protocol.name)
+        if ref is not None and {k: ref.get(k) for k in protocol.reference_key()} != protocol.reference_key():
+            ref = None  # stored for other protocol settings: not comparable
+        gan_train = {"accuracy": r["accuracy"], "balanced_accuracy": r["balanced_accuracy"],
+                     "per_class": _per_class_dict(names, r["per_class"]), "num_train": r["num_train"],
+                     "num_test": r["num_test"], "epochs": protocol.gan_train_epochs,
+                     "real_train_reference": ref,
+                     "ratio_to_reference": _ratio(r["accuracy"], ref["accuracy"]) if ref else None}
+        timing["gan_train"] = time.time() - t
+        log(f"GAN-train classifier trained and tested in {timing['gan_train']:.1f} s")
+
+    # --- memorization (pixels): generated and held-out images vs the GAN's training images
+    memo = None
+    if real.gan_train_images is not None and protocol.memorization_max > 0:
+        t = time.time()
+        g = torch.Generator().manual_seed(protocol.seed)
+        gi = torch.from_numpy(i_fd)[torch.randperm(len(i_fd), generator=g)[: protocol.memorization_max]]
+        hg = torch.Generator().manual_seed(REAL_SEED + 5)
+        hi = splits.heldout[torch.randperm(len(splits.heldout), generator=hg)[: protocol.memorization_max]]
+        memo = memorization(gen_x[gi], real.heldout_images[hi], real.gan_train_images)
+        timing["memorization"] = time.time() - t
+
+    timing["total"] = time.time() - t_start
+    result = {
+        "protocol": {**asdict(protocol), "notes": list(real.notes),
+                     "evaluator": str(evaluator.file), "evaluator_protocol": evaluator.protocol.get("description"),
+                     "real_seed": REAL_SEED, "sampler_seed": protocol.seed,
+                     "num_heldout": int(len(splits.heldout)),
+                     "features": evaluator.header["model"].get("features", "penultimate layer")},
+        "dataset": evaluator.dataset,
+        "conditional_accuracy": cond,
+        "gan_train": gan_train,
+        "frechet": frechet,
+        "precision_recall": {"generated": pr_gen, "real": pr_real},
+        "memorization": memo,
+        "timing_s": {k: round(v, 2) for k, v in timing.items()},
+        "device": str(evaluator.device),
+    }
+    result["targets"] = targets(result)
+    return nan_to_none(result)
+
+
+def targets(r: dict) -> dict:
+    """The issue's targets, each with its measured value and whether it is met (None: not measured)."""
+    cond, fd, memo, gt = r["conditional_accuracy"], r["frechet"], r["memorization"], r["gan_train"]
+    per = [v for v in cond["per_class_ratio"].values() if v is not None]
+    out = {
+        "conditional_ratio>=0.98": {"value": cond["ratio"], "met": bool(cond["ratio"] >= 0.98)},
+        "every_class_ratio>=0.90": {"value": min(per) if per else None, "met": bool(per and min(per) >= 0.90)},
+        "fd<=3x_floor": {"value": fd["ratio"], "met": bool(fd["ratio"] <= 3.0)},
+    }
+    goal = GAN_TRAIN_TARGETS.get(r["dataset"])
+    if goal is not None:
+        out[f"gan_train>={goal}"] = {"value": gt["accuracy"] if gt else None,
+                                     "met": bool(gt["accuracy"] >= goal) if gt else None}
+    if memo is not None:
+        # "No worse than real held-out data": generated near copies no more frequent than held-out ones,
+        # within 3 binomial standard errors of the generated fraction.
+        q, n = memo["heldout_near_copy_fraction"], memo["num_generated"]
+        limit = q + 3 * math.sqrt(max(q * (1 - q), 1e-12) / n)
+        out["memorization<=heldout"] = {"value": memo["generated_near_copy_fraction"], "limit": limit,
+                                        "median_ratio": memo["median_ratio"],
+                                        "met": bool(memo["generated_near_copy_fraction"] <= limit)}
+    else:
+        out["memorization<=heldout"] = {"value": None, "met": None}
+    return out
+
+
+def check_compatible(sampler, evaluator: Evaluator) -> None:
+    meta = getattr(sampler, "meta", None) or {}
+    ds = meta.get("dataset", {})
+    if ds.get("name") not in (None, evaluator.dataset):
+        raise CheckpointError(f"the checkpoint is a {ds.get('name')} generator but the evaluator {evaluator.file} "
+                              f"is for {evaluator.dataset}")
+    if ds.get("name") == "emnist" and ds.get("emnist_split") != evaluator.header["dataset"].get("emnist_split"):
+        raise CheckpointError(f"the checkpoint is an EMNIST {ds.get('emnist_split')} generator but the evaluator "
+                              f"{evaluator.file} is for EMNIST {evaluator.header['dataset'].get('emnist_split')}")
+    names = getattr(sampler, "class_names", None)
+    if names is not None and list(names) != evaluator.class_names:
+        raise CheckpointError(f"the checkpoint's classes {list(names)[:6]}... differ from the evaluator's "
+                              f"{evaluator.class_names[:6]}...")
+    image = meta.get("image")
+    m = evaluator.header["model"]
+    if image and (image.get("channels"), image.get("size")) != (m["channels"], m["size"]):
+        raise CheckpointError(f"the checkpoint makes {image.get('channels')}x{image.get('size')}^2 images; the "
+                              f"evaluator expects {m['channels']}x{m['size']}^2")
+
+
+def evaluate(checkpoint, data_dir=None, quick: bool = False, device: str = "cpu", seed: int = 0,
+             evaluator=None, log=None) -> dict:
+    """Load a checkpoint and its evaluator, evaluate with the dataset's protocol; returns the result dict.
+    ``evaluator``: a path (file or folder), an already loaded Evaluator, or None for the checkpoint's own."""
+    from .sampling import Sampler
+
+    folder = resolve_checkpoint(checkpoint)
+    sampler = Sampler.load(folder, _device(device))
+    if isinstance(evaluator, Evaluator):
+        ev = evaluator
+    else:
+        ev = load_evaluator(Path(evaluator) if evaluator is not None else folder, _device(device))
+    check_compatible(sampler, ev)
+    real = load_real_data(ev, data_dir, gan_split=sampler.meta["dataset"].get("split"))
+    result = evaluate_sampler(sampler, ev, real, protocol_for(ev.dataset, quick, seed), log=log)
+    cfg = sampler.meta["config"]
+    result["checkpoint"] = {"folder": str(folder), "kind": sampler.meta["kind"], "step": sampler.meta["step"],
+                            "arch": cfg.get("arch"), "dataset": sampler.meta["dataset"],
+                            "exported_from": sampler.meta.get("exported_from")}
+    result["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return result
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# ----------------------------------------------------------------------------- output
+
+def _f(x, fmt="{:.4f}"):
+    return "-" if x is None else fmt.format(x)
+
+
+def format_report(r: dict) -> str:
+    p, cond, fd, pr, gt, memo = (r["protocol"], r["conditional_accuracy"], r["frechet"], r["precision_recall"],
+                                 r["gan_train"], r["memorization"])
+    ck = r.get("checkpoint", {})
+    lines = [f"evaluation of {ck.get('folder', 'an in-memory sampler')} (step {ck.get('step', '-')}, "
+             f"{ck.get('arch', '-')}) on {r['dataset']}: {p['name']} protocol",
+             "", "protocol:"]
+    lines += [f"  - {n}" for n in p["notes"]]
+    lines += [f"  - held-out images used: {p['num_heldout']} (real subsets seed {p['real_seed']}); generated with "
+              f"sampler seed {p['sampler_seed']}: {p['per_class']} per class for GAN-test, "
+              f"{fd['num_generated']} (half A's class mix) for FD / precision / recall, "
+              f"{gt['num_train'] if gt else 0} (the data's class mix) for GAN-train",
+              f"  - FD / precision / recall: generated vs held-out half B ({fd['num_real_b']}); floor: held-out "
+              f"half A ({fd['num_real_a']}) vs half B; features: {p['features']}",
+              f"  - GAN-train: evaluator recipe, {p['gan_train_epochs']} epochs, batch {p['batch_size']}, tested on "
+              f"the {p['num_heldout']} held-out images; memorization: up to {p['memorization_max']} generated and "
+              f"held-out images, nearest GAN-training image in pixel space"]
+    lines += ["", f"{'metric':<34}{'generated':>12}{'real':>12}{'ratio':>9}"]
+
+    def row(name, g, rl, ratio, fmt="{:.4f}"):
+        lines.append(f"{name:<34}{_f(g, fmt):>12}{_f(rl, fmt):>12}{_f(ratio, '{:.3f}'):>9}")
+
+    row("conditional accuracy (balanced)", cond["generated"]["balanced_accuracy"],
+        cond["real_heldout"]["balanced_accuracy"], cond["ratio"])
+    row(f"  worst class ({cond['worst_class']['class']})",
+        cond["generated"]["per_class"][cond["worst_class"]["class"]],
+        cond["real_heldout"]["per_class"][cond["worst_class"]["class"]], cond["worst_class"]["ratio"])
+    if gt:
+        ref = gt["real_train_reference"]
+        row("GAN-train accuracy (vs real-train)", gt["accuracy"], ref["accuracy"] if ref else None,
+            gt["ratio_to_reference"])
+        row("  class-balanced", gt["balanced_accuracy"], ref["balanced_accuracy"] if ref else None,
+            _ratio(gt["balanced_accuracy"], ref["balanced_accuracy"]) if ref else None)
+    row("Frechet distance (vs floor)", fd["generated"], fd["floor"], fd["ratio"], "{:.3f}")
+    row("  per class, worst ratio", None, None, fd["per_class_max_ratio"])
+    row("precision (vs real-real)", pr["generated"]["precision"], pr["real"]["precision"],
+        _ratio(pr["generated"]["precision"], pr["real"]["precision"]))
+    row("recall (vs real-real)", pr["generated"]["recall"], pr["real"]["recall"],
+        _ratio(pr["generated"]["recall"], pr["real"]["recall"]))
+    if memo:
+        row("memorization: median NN dist", memo["generated_median"], memo["heldout_median"], memo["median_ratio"],
+            "{:.3f}")
+        row(f"  near copies (<= {memo['copy_threshold']:.2f})", memo["generated_near_copy_fraction"],
+            memo["heldout_near_copy_fraction"], None)
+
+    lines += ["", f"{'class':<14}{'real acc':>9}{'gen acc':>9}{'ratio':>7}{'GAN-tr':>8}{'FD':>9}{'floor':>9}"
+                  f"{'FD/fl':>7}{'n':>6}"]
+    for name in cond["per_class_ratio"]:
+        f = fd["per_class"][name]
+        lines.append(f"{name[:13]:<14}{_f(cond['real_heldout']['per_class'][name], '{:.3f}'):>9}"
+                     f"{_f(cond['generated']['per_class'][name], '{:.3f}'):>9}"
+                     f"{_f(cond['per_class_ratio'][name], '{:.3f}'):>7}"
+                     f"{_f(gt['per_class'][name] if gt else None, '{:.3f}'):>8}"
+                     f"{_f(f['generated'], '{:.2f}'):>9}{_f(f['floor'], '{:.2f}'):>9}{_f(f['ratio'], '{:.2f}'):>7}"
+                     f"{f['n']:>6}")
+    lines += ["", "targets (issue 3):"]
+    for name, t in r["targets"].items():
+        mark = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
+        lines.append(f"  {name:<28}{_f(t['value']):>10}  {mark}")
+    lines.append(f"\n{r['timing_s'].get('total', 0):.1f} s on {r['device']}")
+    return "\n".join(lines)
+
+
+def write_results(folder: Path, result: dict) -> Path:
+    """Merge ``result`` into folder/evaluation.json under its protocol's name; atomic rename."""
+    file = Path(folder) / RESULTS_FILE
+    data = {}
+    if file.is_file():
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{file}: not valid JSON ({e}); move it away to write new results") from e
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{file}: top level is not a JSON object; move it away to write new results")
+    data[result["protocol"]["name"]] = result
+    tmp = file.with_name(f".tmp-{os.getpid()}-{file.name}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, file)
+    return file
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cgan.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="exported folder, checkpoint folder or run folder")
+    p.add_argument("--data-dir", default=None, help="folder with the dataset's official files")
+    p.add_argument("--evaluator", default=None, help="evaluator.safetensors or its folder (default: in CHECKPOINT)")
+    p.add_argument("--quick", action="store_true", help="the small protocol (tests, monitoring)")
+    p.add_argument("--write", action="store_true", help=f"store the results in CHECKPOINT/{RESULTS_FILE}")
+    p.add_argument("--json", default=None, help="also write this run's results as JSON to this file")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="sampler / GAN-train seed (default 0)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        result = evaluate(args.checkpoint, args.data_dir, args.quick, args.device, args.seed, args.evaluator,
+                          log=lambda s: print(s, file=sys.stderr, flush=True))
+    except (CheckpointError, DatasetError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_report(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, sort_keys=True))
+    if args.write:
+        print(f"wrote {write_results(Path(result['checkpoint']['folder']), result)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
