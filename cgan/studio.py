@@ -1,0 +1,536 @@
+"""The studio's handler logic, free of any web framework: `cgan/ui.py` wires these methods to Gradio.
+
+Everything a user (or an API client) sends arrives here unchecked and is validated with messages that
+name the field and the allowed range; invalid input raises :class:`InputError`, which the UI turns into
+a ``gr.Error``. Outputs are uint8 arrays (the UI saves them as PNG, losslessly), GIF file paths and
+Markdown text.
+
+Datasets are the sub-folders of the checkpoints folder that hold a ``checkpoint.json``. A dataset name
+coming from a request is only ever looked up in that listing, never joined into a path, so no request
+can reach outside the checkpoints folder.
+
+Seeds: image j of class k for seed S is ``Sampler.sample([k], ..., seed=S)[j]``, exactly as in
+``cgan.sample`` and the Python API; a grid shows images 0..rows*cols-1 in reading order, and the
+"All classes" overview shows images 0..cols-1 of every class, one row per class (column j of every row
+shares latent j, so each column is one "handwriting style" across classes).
+
+Truncation psi in (0, 1] multiplies the latent z ~ N(0, I) by psi, pulling it towards the prior's mean:
+smaller psi gives more typical, cleaner images and less variety.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .checkpoints import EVALUATOR_FILE, META_FILE, CheckpointError, read_meta
+from .images import make_grid, upscale
+from .sampling import Sampler, latents, lerp, slerp
+
+log = logging.getLogger("cgan.studio")
+
+ALL_CLASSES = "All classes"
+MAX_SEED = 2**31 - 1
+SEED_SLIDER_MAX = 999            # the slider's convenient range; the number box takes any seed
+MAX_GRID = 10                    # rows and columns
+MIN_FRAMES, MAX_FRAMES = 2, 48
+MAX_SCALE = 8
+MAX_SIDE = 4096                  # the display scale is lowered so no PNG side exceeds this many pixels
+MAX_GIF_SIDE = 1024              # ... and no GIF side this many
+MAX_INDEX = 999                  # image index for the nearest-neighbour view
+MAX_COMPARE = 10                 # real / generated images per class in the comparison view
+NEIGHBOURS = 5
+METHODS = ("spherical", "linear")
+GIF_FRAME_MS = 90
+STRIP_WRAP = 16                  # a single-class strip wraps after this many frames
+PAD = 2
+PREFERRED_ORDER = ("mnist", "fashion-mnist", "emnist")
+FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_CARD_BYTES = 256 * 1024
+
+
+class InputError(ValueError):
+    """A request the studio refuses; the message is meant for the user."""
+
+
+# ----------------------------------------------------------------------------- validation
+
+def check_int(value, name: str, lo: int, hi: int) -> int:
+    """An integer in [lo, hi]. Integral floats (42.0, as number boxes send) are accepted."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"{name} must be an integer from {lo} to {hi}, got {value!r} ({type(value).__name__})")
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value) or value != int(value):
+            raise InputError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
+    v = int(value)
+    if not lo <= v <= hi:
+        raise InputError(f"{name} must be from {lo} to {hi}, got {v}")
+    return v
+
+
+def check_float(value, name: str, lo: float, hi: float, lo_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    v = float(value)
+    ok = math.isfinite(v) and (lo < v if lo_open else lo <= v) and v <= hi
+    if not ok:
+        raise InputError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}], got {value!r}")
+    return v
+
+
+def check_choice(value, name: str, choices, where: str = "") -> str:
+    choices = list(choices)
+    if not isinstance(value, str) or value not in choices:
+        shown = ", ".join(choices) if len(choices) <= 60 else ", ".join(choices[:60]) + ", ..."
+        raise InputError(f"unknown {name} {value!r}{where}; choose one of: {shown}")
+    return value
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def real_core_count() -> int:
+    """CPU cores this process may run on (cgroup/affinity aware), not the machine's total."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def configure_torch(threads: int | None = None) -> int:
+    threads = threads or real_core_count()
+    torch.set_num_threads(threads)
+    return threads
+
+
+class TempFiles:
+    """Output files (GIFs) in one private temporary folder per process, never a fixed name.
+
+    Only the newest ``keep`` files are kept (the web server copies each into its own cache when it
+    answers), and the folder is removed when the process exits."""
+
+    def __init__(self, keep: int = 64, prefix: str = "cgan-studio-"):
+        self.keep, self.prefix = keep, prefix
+        self.folder: Path | None = None
+        self._files: list[Path] = []
+        self._lock = threading.Lock()
+
+    def new(self, suffix: str) -> Path:
+        with self._lock:
+            if self.folder is None or not self.folder.is_dir():
+                self.folder = Path(tempfile.mkdtemp(prefix=self.prefix))
+                atexit.register(self.cleanup)
+            fd, name = tempfile.mkstemp(suffix=suffix, dir=self.folder)
+            os.close(fd)
+            path = Path(name)
+            self._files.append(path)
+            while len(self._files) > self.keep:
+                self._files.pop(0).unlink(missing_ok=True)
+            return path
+
+    def cleanup(self) -> None:
+        with self._lock:
+            if self.folder is not None:
+                shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder, self._files = None, []
+
+
+def save_gif(frames: list[np.ndarray], path: Path, frame_ms: int = GIF_FRAME_MS) -> Path:
+    """An endlessly looping animated GIF, one frame per array (uint8 grayscale or RGB). The encoder merges
+    identical consecutive frames into one longer frame (seed A = seed B, class A = class B): the animation
+    and its total duration are unchanged."""
+    images = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
+    if images[0].mode == "RGB":
+        images = [im.quantize(256, dither=Image.Dither.NONE) for im in images]
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0,
+                   optimize=False, disposal=1)
+    return path
+
+
+def hstack(parts: list[np.ndarray], gap: int = 8, value: int = 255) -> np.ndarray:
+    """Place arrays of equal height side by side with a light separator."""
+    h = max(p.shape[0] for p in parts)
+    out = []
+    for i, p in enumerate(parts):
+        if p.shape[0] < h:
+            p = np.concatenate([p, np.full((h - p.shape[0],) + p.shape[1:], 40, np.uint8)])
+        if i:
+            out.append(np.full((h, gap) + p.shape[2:], value, np.uint8))
+        out.append(p)
+    return np.concatenate(out, axis=1)
+
+
+def fit_scale(shape: tuple[int, ...], scale: int, limit: int = MAX_SIDE) -> int:
+    """The largest display scale <= ``scale`` keeping both sides within ``limit`` pixels."""
+    longest = max(shape[0], shape[1])
+    return max(1, min(scale, limit // longest))
+
+
+@dataclass
+class DatasetEntry:
+    name: str          # folder name: what API clients pass
+    title: str         # what the dropdown shows
+    folder: Path
+    meta: dict
+
+
+# ----------------------------------------------------------------------------- the studio
+
+class Studio:
+    """Checkpoint listing, model cache and every handler of the app."""
+
+    def __init__(self, root: str | os.PathLike, threads: int | None = None, temp: TempFiles | None = None):
+        self.root = Path(root)
+        self.threads = configure_torch(threads)
+        self.temp = temp or TempFiles()
+        self._lock = threading.Lock()
+        self._samplers: dict[str, Sampler] = {}
+        self._real: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
+        self._real_nn: dict[str, np.ndarray] = {}
+        self.skipped: dict[str, str] = {}
+        self.entries = self._scan()
+
+    # --- listing
+    def _scan(self) -> dict[str, DatasetEntry]:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"checkpoints folder {self.root} does not exist")
+        found = {}
+        for p in sorted(self.root.iterdir()):
+            if not (p.is_dir() and FOLDER_NAME.match(p.name) and (p / META_FILE).is_file()):
+                continue
+            try:
+                meta = read_meta(p)
+            except CheckpointError as e:
+                self.skipped[p.name] = str(e)
+                log.warning("skipping %s: %s", p, e)
+                continue
+            title = meta["dataset"].get("title") or meta["dataset"]["name"]
+            found[p.name] = DatasetEntry(p.name, str(title), p, meta)
+        titles = [e.title for e in found.values()]
+        for e in found.values():  # two checkpoints of one dataset: tell them apart by folder name
+            if titles.count(e.title) > 1:
+                e.title = f"{e.title} ({e.name})"
+        rank = {n: i for i, n in enumerate(PREFERRED_ORDER)}
+        return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(human title, folder name) pairs for the dataset dropdown."""
+        return [(e.title, e.name) for e in self.entries.values()]
+
+    def entry(self, dataset) -> DatasetEntry:
+        if not self.entries:
+            raise InputError(f"no checkpoints found in {self.root}")
+        return self.entries[check_choice(dataset, "dataset", self.entries)]
+
+    def class_names(self, dataset) -> list[str]:
+        return list(self.entry(dataset).meta["class_names"])
+
+    def class_choices(self, dataset) -> list[str]:
+        return [ALL_CLASSES] + self.class_names(dataset)
+
+    def describe(self) -> dict:
+        """Datasets and their classes, for API clients."""
+        return {e.name: {"title": e.title, "classes": list(e.meta["class_names"]),
+                         "image_size": e.meta["image"]["size"], "channels": e.meta["image"]["channels"]}
+                for e in self.entries.values()}
+
+    # --- model cache
+    def sampler(self, dataset) -> Sampler:
+        entry = self.entry(dataset)
+        s = self._samplers.get(entry.name)
+        if s is None:
+            with self._lock:
+                s = self._samplers.get(entry.name)
+                if s is None:
+                    t = time.perf_counter()
+                    s = Sampler.load(entry.folder)
+                    self._samplers[entry.name] = s
+                    log.info("loaded %s in %.2f s", entry.folder, time.perf_counter() - t)
+        return s
+
+    def preload(self) -> None:
+        """Load every model (and run it once, so the first request is not the slow one)."""
+        for name in self.names:
+            s = self.sampler(name)
+            s.sample([0], 1, seed=0)
+
+    def real(self, dataset) -> tuple[np.ndarray, np.ndarray] | None:
+        name = self.entry(dataset).name
+        if name not in self._real:
+            self._real[name] = self.sampler(name).real_samples()
+        return self._real[name]
+
+    def _class(self, sampler: Sampler, value, name: str = "class", allow_all: bool = False) -> int | None:
+        """Class index for a class name, or None for "All classes" (when allowed)."""
+        names = sampler.class_names
+        if allow_all and value == ALL_CLASSES:
+            return None
+        if value == ALL_CLASSES:
+            raise InputError(f"{name}: choose one class here, not {ALL_CLASSES!r}")
+        return names.index(check_choice(value, name, names, f" for {self._title(sampler)}"))
+
+    @staticmethod
+    def _title(sampler: Sampler) -> str:
+        return sampler.meta["dataset"].get("title") or sampler.dataset
+
+    # --- generate
+    def generate(self, dataset, class_name, seed, rows=4, cols=8, truncation=1.0, scale=3):
+        """A grid of class ``class_name`` (rows x cols: images 0..rows*cols-1 of the seed), or with "All classes"
+        one row per class of images 0..cols-1. Returns (uint8 image, caption)."""
+        s = self.sampler(dataset)
+        k = self._class(s, class_name, allow_all=True)
+        seed = check_int(seed, "seed", 0, MAX_SEED)
+        rows = check_int(rows, "rows", 1, MAX_GRID)
+        cols = check_int(cols, "columns", 1, MAX_GRID)
+        psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
+        scale = check_int(scale, "display scale", 1, MAX_SCALE)
+        if k is None:
+            images, _ = s.sample(range(s.num_classes), cols, seed=seed, truncation=psi)
+            rows = s.num_classes
+            what = f"all {s.num_classes} classes (one row each), images 0-{cols - 1}"
+        else:
+            images, _ = s.sample([k], rows * cols, seed=seed, truncation=psi)
+            what = f"class {s.class_names[k]!r}, images 0-{rows * cols - 1} in reading order"
+        grid = make_grid(images, rows, cols, pad=PAD)
+        used = fit_scale(grid.shape, scale)
+        caption = f"{self._title(s)}: {what}; seed {seed}, truncation {psi:g}"
+        if used < scale:
+            caption += f" (display scale lowered to {used} to stay within {MAX_SIDE} px)"
+        return upscale(grid, used), caption
+
+    # --- latent interpolation
+    def interpolate(self, dataset, class_name, seed_a, seed_b, frames=16, method="spherical", truncation=1.0, scale=3):
+        """Frames from image 0 of seed A to image 0 of seed B (same class). Returns (strip, GIF path,
+        caption). With "All classes" the strip has one row per class and each GIF frame shows them all."""
+        s = self.sampler(dataset)
+        k = self._class(s, class_name, allow_all=True)
+        seed_a = check_int(seed_a, "seed A", 0, MAX_SEED)
+        seed_b = check_int(seed_b, "seed B", 0, MAX_SEED)
+        frames = check_int(frames, "frames", MIN_FRAMES, MAX_FRAMES)
+        method = check_choice(method, "interpolation method", METHODS)
+        psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
+        scale = check_int(scale, "display scale", 1, MAX_SCALE)
+        with torch.inference_mode():
+            ends = torch.cat([latents(seed_a, [0], s.z_dim), latents(seed_b, [0], s.z_dim)])
+            t = torch.linspace(0, 1, frames)
+            z = (slerp if method == "spherical" else lerp)(ends[:1], ends[1:], t) * psi
+            classes = [k] if k is not None else list(range(s.num_classes))
+            zz = z.repeat(len(classes), 1)
+            y = torch.tensor(classes, dtype=torch.int64).repeat_interleave(frames)
+            images = s.generate(zz, y)
+            images = images.reshape((len(classes), frames) + images.shape[1:])
+        title = f"{self._title(s)}, " + (f"class {s.class_names[k]!r}" if k is not None else "all classes")
+        caption = (f"{title}: {method} interpolation, seed {seed_a} -> seed {seed_b}, {frames} frames, "
+                   f"truncation {psi:g}")
+        return self._strip_and_gif(images, scale, caption)
+
+    # --- class morph
+    def morph(self, dataset, class_a, class_b, seed, frames=16, truncation=1.0, scale=3):
+        """One latent (image 0 of the seed), class conditioning blended from A to B: the class weights
+        (1-t)*onehot(A) + t*onehot(B). Returns (strip, GIF path, caption)."""
+        s = self.sampler(dataset)
+        a = self._class(s, class_a, "class A")
+        b = self._class(s, class_b, "class B")
+        seed = check_int(seed, "seed", 0, MAX_SEED)
+        frames = check_int(frames, "frames", MIN_FRAMES, MAX_FRAMES)
+        psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
+        scale = check_int(scale, "display scale", 1, MAX_SCALE)
+        with torch.inference_mode():
+            z = (latents(seed, [0], s.z_dim) * psi).repeat(frames, 1)
+            t = torch.linspace(0, 1, frames)[:, None]
+            eye = torch.eye(s.num_classes)
+            w = (1 - t) * eye[a] + t * eye[b]
+            images = s.generate(z, w)[None]
+        caption = (f"{self._title(s)}: class morph {s.class_names[a]!r} -> {s.class_names[b]!r}, seed {seed}, "
+                   f"{frames} frames, truncation {psi:g}")
+        return self._strip_and_gif(images, scale, caption)
+
+    def _strip_and_gif(self, images: np.ndarray, scale: int, caption: str):
+        """images: (rows, frames, H, W[, 3]). Strip: one row per class (a single row wraps after
+        STRIP_WRAP frames); GIF frame t: every row's frame t, tiled up to 10 per line."""
+        n_rows, frames = images.shape[:2]
+        if n_rows == 1:
+            cols = min(frames, STRIP_WRAP)
+            strip = make_grid(images[0], math.ceil(frames / cols), cols, pad=PAD)
+        else:
+            strip = make_grid(images.reshape((-1,) + images.shape[2:]), n_rows, frames, pad=PAD)
+        strip = upscale(strip, fit_scale(strip.shape, scale))
+        gif_cols = min(n_rows, MAX_GRID)
+        gif_rows = math.ceil(n_rows / gif_cols)
+        frame_list = [make_grid(images[:, f], gif_rows, gif_cols, pad=PAD) for f in range(frames)]
+        g_scale = fit_scale(frame_list[0].shape, scale, MAX_GIF_SIDE)
+        path = save_gif([upscale(f, g_scale) for f in frame_list], self.temp.new(".gif"))
+        return strip, str(path), caption
+
+    # --- real vs generated
+    def real_vs_generated(self, dataset, class_name, seed, count=8, truncation=1.0, scale=3):
+        """Bundled real images of the class (left) beside generated images 0..count-1 (right); one row
+        per class for "All classes". Returns (image, caption)."""
+        s = self.sampler(dataset)
+        k = self._class(s, class_name, allow_all=True)
+        seed = check_int(seed, "seed", 0, MAX_SEED)
+        count = check_int(count, "images per side", 1, MAX_COMPARE)
+        psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
+        scale = check_int(scale, "display scale", 1, MAX_SCALE)
+        real = self.real(dataset)
+        if real is None:
+            raise InputError(f"the {self._title(s)} checkpoint has no bundled real images (real_samples.safetensors)")
+        classes = [k] if k is not None else list(range(s.num_classes))
+        fake, _ = s.sample(classes, count, seed=seed, truncation=psi)
+        real_images, real_labels = real
+        blank = np.full(fake.shape[1:], 40, np.uint8)
+        left = []
+        for c in classes:
+            picks = list(real_images[real_labels == c][:count])
+            left.extend(picks + [blank] * (count - len(picks)))
+        image = hstack([make_grid(np.stack(left), len(classes), count, pad=PAD),
+                        make_grid(fake, len(classes), count, pad=PAD)])
+        what = f"class {s.class_names[k]!r}" if k is not None else "every class, one row each"
+        caption = (f"{self._title(s)}, {what}: left, real images from the bundled sample; right, generated "
+                   f"images 0-{count - 1} of seed {seed} (truncation {psi:g})")
+        return upscale(image, fit_scale(image.shape, scale)), caption
+
+    # --- nearest real neighbour
+    def nearest(self, dataset, class_name, seed, index=0, truncation=1.0, scale=3):
+        """Generated image ``index`` of the class beside its NEIGHBOURS nearest bundled real images
+        (L2 distance over pixel values 0..255, searched across all classes). Returns (image, Markdown)."""
+        s = self.sampler(dataset)
+        k = self._class(s, class_name)
+        seed = check_int(seed, "seed", 0, MAX_SEED)
+        index = check_int(index, "image index", 0, MAX_INDEX)
+        psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
+        scale = check_int(scale, "display scale", 1, MAX_SCALE)
+        real = self.real(dataset)
+        if real is None:
+            raise InputError(f"the {self._title(s)} checkpoint has no bundled real images (real_samples.safetensors)")
+        real_images, real_labels = real
+        g, _ = s.sample([k], 1, seed=seed, truncation=psi, start=index)
+        flat = real_images.reshape(len(real_images), -1).astype(np.float32)
+        d = np.sqrt(((flat - g.reshape(1, -1).astype(np.float32)) ** 2).sum(1))
+        order = np.argsort(d, kind="stable")[:NEIGHBOURS]
+        image = hstack([make_grid(g, 1, 1, pad=PAD), make_grid(real_images[order], 1, len(order), pad=PAD)])
+        ref = self.real_reference(dataset, k)
+        names = s.class_names
+        lines = [f"Generated image {index} of class **{names[k]}** (seed {seed}, truncation {psi:g}), left, and "
+                 f"its {len(order)} nearest real images among the {len(real_images)} bundled ones, right "
+                 "(L2 distance over pixel values 0-255):", "", "| rank | real class | distance |", "|---|---|---|"]
+        lines += [f"| {i + 1} | {names[int(real_labels[j])]} | {d[j]:.0f} |" for i, j in enumerate(order)]
+        if ref is not None:
+            lines += ["", f"For scale: a real {names[k]!r} image's nearest other real {names[k]!r} image is at a "
+                          f"median distance of {ref:.0f}. A copy of a training image would be at distance 0."]
+        return upscale(image, fit_scale(image.shape, scale)), "\n".join(lines)
+
+    def real_reference(self, dataset, k: int) -> float | None:
+        """Median distance from a bundled real image of class k to its nearest other one of class k."""
+        name = self.entry(dataset).name
+        key = f"{name}/{k}"
+        if key not in self._real_nn:
+            real = self.real(dataset)
+            x = real[0][real[1] == k].reshape(-1, real[0][0].size).astype(np.float64) if real else None
+            if x is None or len(x) < 2:
+                return None
+            sq = (x * x).sum(1)
+            d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0)
+            np.fill_diagonal(d2, np.inf)
+            self._real_nn[key] = float(np.median(np.sqrt(d2.min(1))))
+        return self._real_nn[key]
+
+    # --- model card
+    def model_card(self, dataset) -> str:
+        """MODEL_CARD.md of the checkpoint when present, else a card built from checkpoint.json."""
+        e = self.entry(dataset)
+        card = e.folder / "MODEL_CARD.md"
+        if card.is_file() and card.stat().st_size <= MAX_CARD_BYTES:
+            return card.read_text(encoding="utf-8", errors="replace")
+        return self.built_card(e)
+
+    def built_card(self, e: DatasetEntry) -> str:
+        m, cfg, ds = e.meta, e.meta["config"], e.meta["dataset"]
+        names = m["class_names"]
+        tr = m.get("training", {}) if isinstance(m.get("training"), dict) else {}
+        lines = [f"### {e.title}", "",
+                 f"*Model card built from `{e.name}/checkpoint.json` (no MODEL_CARD.md in this checkpoint).*", "",
+                 "**Data**", "",
+                 f"- Dataset: {ds.get('name')}" + (f" ({ds['emnist_split']} split)" if ds.get("emnist_split") else ""),
+                 f"- Training split: {ds.get('split', '?')}, {fmt_count(ds.get('num_images'))} images",
+                 f"- Licence: {ds.get('license', 'not recorded')}",
+                 f"- {len(names)} classes: " + ", ".join(names), "",
+                 "**Architecture**", "",
+                 f"- {cfg.get('arch')} generator, latent size {cfg.get('z_dim')}, width {cfg.get('g_width')}"
+                 f" (discriminator width {cfg.get('d_width')}), loss {cfg.get('loss')}",
+                 f"- Images {m['image']['size']}x{m['image']['size']}, {m['image']['channels']} channel(s)"]
+        if e.name in self._samplers:
+            n = sum(p.numel() for p in self._samplers[e.name].generator.parameters())
+            lines.append(f"- Generator parameters: {n:,}")
+        lines += ["", "**Training**", "",
+                  f"- {m.get('step')} steps of batch {cfg.get('batch_size')}, Adam lr {cfg.get('lr_g')}/"
+                  f"{cfg.get('lr_d')}, betas ({cfg.get('beta1')}, {cfg.get('beta2')}), "
+                  f"EMA decay {cfg.get('ema_decay')}, "
+                  f"augmentation {cfg.get('augment') or 'none'}"]
+        if tr:
+            secs = tr.get("seconds")
+            took = f"{secs / 3600:.2f} h" if isinstance(secs, (int, float)) and secs >= 3600 else \
+                f"{secs:.0f} s" if isinstance(secs, (int, float)) else "?"
+            lines.append(f"- Training time {took} on {tr.get('device', '?')}, {tr.get('processes', 1)} process(es)")
+        if m.get("created"):
+            lines.append(f"- Exported {m['created']}" + (f", code {m['git_commit']}" if m.get("git_commit") else ""))
+        lines += ["", "**Evaluation**", ""]
+        ev = e.folder / "evaluation.json"
+        metrics = []
+        if ev.is_file() and ev.stat().st_size <= MAX_CARD_BYTES:
+            try:
+                metrics = flatten(json.loads(ev.read_text()))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                metrics = []
+        if metrics:
+            lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in metrics[:40]]
+        else:
+            lines.append("- No evaluation results bundled with this checkpoint.")
+        if (e.folder / EVALUATOR_FILE).is_file():
+            lines.append("- An evaluator classifier is bundled (evaluator.safetensors).")
+        lines += ["", "**Sampling**", "",
+                  "- Image j of class k for seed S depends only on (S, k, j): the same in this app, its API and "
+                  "`cgan.load(...).sample(...)`.",
+                  "- Truncation psi scales the latent z ~ N(0, I) by psi (0 < psi <= 1): lower psi gives more "
+                  "typical images and less variety."]
+        return "\n".join(lines)
+
+
+def flatten(obj, prefix: str = "") -> list[tuple[str, str]]:
+    """Scalar leaves of a JSON document as ("a.b", "value") pairs."""
+    out = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out += flatten(v, f"{prefix}{k}.")
+    elif isinstance(obj, list):
+        if all(not isinstance(v, (dict, list)) for v in obj) and len(obj) <= 12:
+            out.append((prefix[:-1], ", ".join(fmt(v) for v in obj)))
+    else:
+        out.append((prefix[:-1], fmt(obj)))
+    return out
+
+
+def fmt_count(v) -> str:
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else "?"
+
+
+def fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v).replace("|", "/")
