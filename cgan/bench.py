@@ -76,6 +76,52 @@ def check_syncs(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> Non
         print("   ", str(w.message)[:200], flush=True)
 
 
+def time_to_quality(data_dir: str, evaluator_path: str, device: torch.device, cfg: TrainConfig,
+                    eval_every: int, max_steps: int, cond_target: float = 0.97, gan_train_target: float = 0.95,
+                    quick: bool = False) -> dict:
+    """Train the default architecture on MNIST until the evaluator's conditional accuracy reaches
+    ``cond_target`` of its real-data ceiling and GAN-train accuracy reaches ``gan_train_target``, checked
+    every ``eval_every`` steps with the dataset's full evaluation protocol (fixed seed). Training
+    wall-clock excludes evaluation; the first ``eval_every`` steps include compilation, reported too."""
+    from pathlib import Path
+
+    from .evaluate import evaluate_sampler, load_real_data, protocol_for
+    from .evaluator import load_evaluator
+    from .sampling import Sampler
+
+    dataset = load_dataset("mnist", "test", data_dir)
+    evaluator = load_evaluator(evaluator_path, device)
+    real = load_real_data(evaluator, data_dir, gan_split="test")
+    protocol = protocol_for("mnist", quick=quick)
+    trainer = Trainer(cfg, dataset, device)
+    t0 = time.perf_counter()
+    trainer.iteration()
+    sync(device)
+    first_iteration_s = time.perf_counter() - t0
+    train_s, checks = first_iteration_s, []
+    while trainer.progress.step < max_steps:
+        t0 = time.perf_counter()
+        for _ in range(eval_every - trainer.progress.step % eval_every):
+            trainer.iteration()
+        sync(device)
+        train_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sampler = Sampler(trainer.G_ema.eval(), trainer.meta(), Path("."), device)
+        r = evaluate_sampler(sampler, evaluator, real, protocol, device)
+        eval_s = time.perf_counter() - t0
+        cond, gan_train = r["conditional_accuracy"]["ratio"], r["gan_train"]["accuracy"]
+        checks.append({"step": trainer.progress.step, "train_s": round(train_s, 2), "cond_ratio": round(cond, 4),
+                       "gan_train": round(gan_train, 4), "fd_ratio": r["frechet"]["ratio"], "eval_s": round(eval_s, 1)})
+        print(f"  step {trainer.progress.step:6d}  train {train_s:7.1f} s  conditional {cond:.4f} of ceiling  "
+              f"GAN-train {gan_train:.4f}  (eval {eval_s:.1f} s)", flush=True)
+        if cond >= cond_target and gan_train >= gan_train_target:
+            break
+    reached = bool(checks) and checks[-1]["cond_ratio"] >= cond_target and checks[-1]["gan_train"] >= gan_train_target
+    return {"reached": reached, "seconds": round(train_s, 2) if reached else None, "steps": trainer.progress.step,
+            "first_iteration_s": round(first_iteration_s, 2), "batch_size": cfg.batch_size, "compile": cfg.compile,
+            "amp": cfg.amp, "protocol": protocol.name, "cond_target": cond_target, "gan_train_target": gan_train_target, "checks": checks}
+
+
 def eager_tutorial_mlp(dataset: Dataset, device: torch.device, steps: int, batch_size: int = 64,
                        z_dim: int = 128, width: int = 256) -> dict:
     """The tutorial MLP CGAN written the straightforward way: embedding-free one-hot concat, sigmoid +
@@ -136,13 +182,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="timed iterations (default 300 CUDA, 30 CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default 30 CUDA, 5 CPU)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: on for CUDA")
-    p.add_argument("--compile-mode", default="default", help="torch.compile mode (default, reduce-overhead, ...)")
+    p.add_argument("--compile-mode", default="reduce-overhead",
+                   help="torch.compile mode (default %(default)s: CUDA graphs; or default, max-autotune, ...)")
     p.add_argument("--check-syncs", action="store_true", help="report host-device syncs inside an iteration (CUDA)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="default: on for CUDA")
     p.add_argument("--data-dir", default=None, help="real MNIST-format data (default: synthetic images)")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--split", default="test")
     p.add_argument("--json", default=None, help="write results here")
+    p.add_argument("--time-to-quality", action="store_true",
+                   help="also measure time-to-quality of the default arch on MNIST (needs --data-dir and --evaluator)")
+    p.add_argument("--evaluator", default="checkpoints/mnist", help="MNIST evaluator (folder or file)")
+    p.add_argument("--ttq-batch-size", type=int, default=128)
+    p.add_argument("--ttq-eval-every", type=int, default=500)
+    p.add_argument("--ttq-max-steps", type=int, default=20_000)
+    p.add_argument("--ttq-quick", action="store_true", help="quick evaluation protocol (smoke tests on CPU)")
+    p.add_argument("--skip-throughput", action="store_true")
     args = p.parse_args(argv)
     device = pick_device(args.device)
     cuda = device.type == "cuda"
@@ -150,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     steps, warmup = args.steps or (300 if cuda else 30), args.warmup or (30 if cuda else 5)
     dataset = load_dataset(args.dataset, args.split, args.data_dir) if args.data_dir else synthetic_dataset()
     results = []
-    for arch in args.archs.split(","):
+    for arch in ([] if args.skip_throughput else args.archs.split(",")):
         for loader in args.loaders.split(","):
             cfg = replace(TrainConfig(), arch=arch, **ARCH_DEFAULTS[arch], batch_size=batch, loader=loader,
                           workers=args.workers if loader == "dataloader" else 0,
@@ -162,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(r)
             print(f"{arch:6s} {loader:10s} {r['images_per_s']:>12,.0f} img/s  (warm-up incl. compile "
                   f"{r['warmup_s']:.1f} s, peak {r['peak_mem_mb']} MB)", flush=True)
-    if not cuda and "mlp" in args.archs:
+    if not cuda and "mlp" in args.archs and not args.skip_throughput:
         r = eager_tutorial_mlp(dataset, device, steps * 4)
         results.append(r)
         print(f"tutorial MLP CGAN, eager reference: {r['images_per_s']:,.0f} img/s", flush=True)
@@ -171,9 +226,20 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"{r['arch']:20s} {r['loader']:11s} {r['batch_size']:>5d} {r['images_per_s']:>12,.0f} "
               f"{r['warmup_s'] if r['warmup_s'] is not None else '-':>9} {r['peak_mem_mb'] or '-':>8}")
+    ttq = None
+    if args.time_to_quality:
+        cfg = replace(TrainConfig(), **ARCH_DEFAULTS["sngan"], batch_size=args.ttq_batch_size,
+                      augment="translation,cutout", amp=cuda if args.amp is None else args.amp,
+                      compile=cuda if args.compile is None else args.compile, compile_mode=args.compile_mode)
+        print(f"time-to-quality: sngan, MNIST test split, batch {cfg.batch_size}, evaluation every "
+              f"{args.ttq_eval_every} steps", flush=True)
+        ttq = time_to_quality(args.data_dir, args.evaluator, device, cfg, args.ttq_eval_every, args.ttq_max_steps,
+                              quick=args.ttq_quick)
+        print(f"time-to-quality: {'reached' if ttq['reached'] else 'NOT reached'} at step {ttq['steps']}, "
+              f"{ttq['seconds']} s of training (first iteration incl. compile {ttq['first_iteration_s']} s)", flush=True)
     report = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
               "date": time.strftime("%Y-%m-%d"), "dataset": "synthetic" if not args.data_dir else args.dataset,
-              "results": results}
+              "results": results, "time_to_quality": ttq}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

