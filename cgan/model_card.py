@@ -1,0 +1,129 @@
+"""Write MODEL_CARD.md for a served checkpoint folder from its checkpoint.json and evaluation.json.
+
+    python -m cgan.model_card checkpoints/mnist [--notes "free text"]
+
+Every number in the card is read from those two files: nothing is typed in by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .checkpoints import GENERATOR_FILE, CheckpointError, read_meta, read_tensors, resolve_checkpoint
+
+RESULTS_FILE = "evaluation.json"
+CARD_FILE = "MODEL_CARD.md"
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _num(x, fmt="{:.3f}") -> str:
+    return "n/a" if x is None else fmt.format(x)
+
+
+def metrics_section(results: dict) -> list[str]:
+    lines = []
+    for name in ("full", "quick"):
+        r = results.get(name)
+        if not r:
+            continue
+        cond, gt, fd, pr, memo = (r["conditional_accuracy"], r.get("gan_train"), r["frechet"],
+                                  r["precision_recall"], r.get("memorization"))
+        lines += [f"### Evaluation, {name} protocol (`python -m cgan.evaluate`{' --quick' if name == 'quick' else ''})",
+                  "", "| metric | generated | real data | |", "|---|---|---|---|",
+                  f"| conditional accuracy (class-balanced) | {_pct(cond['generated'])} | {_pct(cond['real'])} "
+                  f"(evaluator on held-out real) | ratio {_num(cond['ratio'])} |",
+                  f"| worst class ratio | {_num(cond['worst_class']['ratio'])} (class {cond['worst_class']['class']}) | | |"]
+        if gt:
+            ref = gt.get("real_train_reference") or {}
+            lines.append(f"| GAN-train accuracy (classifier trained on generated, tested on real) | "
+                         f"{_pct(gt['accuracy'])} | {_pct(ref.get('accuracy'))} (same recipe on real) | |")
+        lines += [f"| Fréchet distance (evaluator features) | {_num(fd['generated'], '{:.2f}')} | "
+                  f"{_num(fd['floor'], '{:.2f}')} (real vs real floor) | ratio {_num(fd['ratio'], '{:.2f}')} |",
+                  f"| precision / recall (k-NN) | {_num(pr['generated']['precision'])} / "
+                  f"{_num(pr['generated']['recall'])} | {_num(pr['real']['precision'])} / "
+                  f"{_num(pr['real']['recall'])} | |"]
+        if memo:
+            lines.append(f"| memorization: near copies of training images | "
+                         f"{_pct(memo['generated_near_copy_fraction'])} | "
+                         f"{_pct(memo['heldout_near_copy_fraction'])} (held-out real) | |")
+        lines += ["", "Targets: " + "; ".join(
+            f"{k} {'met' if t['met'] else ('not met' if t['met'] is False else 'not measured')} "
+            f"({_num(t['value'], '{:.4f}')})" for k, t in r["targets"].items()), ""]
+        protocol = r.get("protocol", {})
+        notes = protocol.get("notes") or protocol.get("description")
+        if notes:
+            lines += ["Protocol:", ""] + [f"- {n}" for n in (notes if isinstance(notes, list) else [notes])] + [""]
+    return lines or ["No evaluation stored yet: run `python -m cgan.evaluate FOLDER --write`.", ""]
+
+
+def render(folder: Path, notes: str | None = None) -> str:
+    meta = read_meta(folder)
+    cfg, ds, train = meta["config"], meta["dataset"], meta.get("training", {})
+    params = sum(t.numel() for k, t in read_tensors(folder / GENERATOR_FILE).items() if "running" not in k
+                 and "num_batches" not in k)
+    results_file = folder / RESULTS_FILE
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    split = ds.get("split")
+    if ds.get("emnist_split"):
+        split = f"EMNIST {ds['emnist_split']} {split}"
+    step = meta.get("exported_from", {}).get("step", meta["step"])
+    minutes = train.get("seconds", 0) / 60
+    lines = [
+        f"# {ds.get('title', ds['name'])}: class-conditional GAN (cgan-studio)", "",
+        f"A `{cfg['arch']}` generator that draws {len(meta['class_names'])} classes of "
+        f"{meta['image']['size']}x{meta['image']['size']} {'grayscale' if meta['image']['channels'] == 1 else 'RGB'} "
+        f"images on request. Load it with `cgan.load(\"{folder.name}\")` or explore it with `python app.py`.", "",
+        "## Data", "",
+        f"- Dataset: {ds['name']} ({split} split), {ds.get('num_images', 'n/a'):,} images, "
+        f"{len(meta['class_names'])} classes: {', '.join(meta['class_names'])}",
+        f"- Licence of the data: {ds.get('license', 'n/a')}",
+        "- The bundled `real_samples.safetensors` holds a few real images per class from the same split.", "",
+        "## Model", "",
+        f"- Architecture: `{cfg['arch']}`: generator width {cfg['g_width']}, latent size {cfg['z_dim']}, "
+        f"{params:,} parameters; discriminator width {cfg['d_width']}",
+        f"- Loss: {cfg['loss']}; DiffAugment: {cfg['augment'] or 'none'}; mismatch weight {cfg['mismatch_weight']}; "
+        f"EMA of generator weights (decay {cfg['ema_decay']}) is what is served",
+        f"- Optimiser: Adam, lr G {cfg['lr_g']}, lr D {cfg['lr_d']}, betas ({cfg['beta1']}, {cfg['beta2']}), "
+        f"batch {cfg['batch_size']}, {cfg['d_steps']} D step(s) per G step", "",
+        "## Training", "",
+        f"- Checkpoint served: step {step:,} (chosen by periodic evaluation, see below)",
+        f"- Device: {train.get('device', 'n/a')} x{train.get('processes', 1)}; training time to this step "
+        f"{minutes:.1f} min (loop only; checkpoints and samples excluded)",
+        f"- Seed {cfg['seed']}; code version {meta.get('git_commit') or 'n/a'}; torch {meta['versions']['torch']}",
+        "",
+        "## Metrics", "",
+        *metrics_section(results),
+    ]
+    if notes:
+        lines += ["## Notes", "", notes, ""]
+    lines += ["## Intended use and limits", "",
+              "Exploring what a small conditional GAN learns: class-conditional samples, seed and class "
+              "interpolation. The images are synthetic and may be wrong in ways the metrics do not capture; "
+              "they are not data about real people or objects.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cgan.model_card", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", help="exported checkpoint folder, e.g. checkpoints/mnist")
+    p.add_argument("--notes", default=None, help="an extra paragraph (e.g. how the checkpoint was selected)")
+    args = p.parse_args(argv)
+    try:
+        folder = resolve_checkpoint(args.folder)
+        text = render(folder, args.notes)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    (folder / CARD_FILE).write_text(text)
+    print(f"wrote {folder / CARD_FILE}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
