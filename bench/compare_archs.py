@@ -14,7 +14,11 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
+import sys
+
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from cgan.evaluate import evaluate_sampler, load_real_data, protocol_for
 from cgan.evaluator import load_evaluator
