@@ -63,7 +63,10 @@ def write_folder(final: Path, meta: dict, tensor_files: dict[str, dict[str, torc
     tmp.mkdir()
     try:
         for name, tensors in tensor_files.items():
-            save_file(contiguous(tensors), str(tmp / name))
+            try:
+                save_file(contiguous(tensors), str(tmp / name))
+            except SafetensorError as e:  # safetensors reports I/O errors (a full disk) as its own type
+                raise OSError(f"could not write {final / name}: {e}") from e
             _fsync(tmp / name)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
         _fsync(tmp / META_FILE)
@@ -153,16 +156,19 @@ def read_meta(folder: str | os.PathLike) -> dict:
         meta = json.loads(file.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{file}: not valid JSON ({e}); the checkpoint is corrupt") from e
+    except RecursionError as e:  # "[[[[...]]]]" nested deeper than the parser's recursion limit
+        raise CheckpointError(f"{file}: JSON nested too deeply; refusing to read it") from e
     _need(isinstance(meta, dict), file, "top level is not a JSON object")
     _need(meta.get("format") == FORMAT, file, f"'format' is {meta.get('format')!r}, expected {FORMAT!r}")
     version = meta.get("format_version")
-    _need(version == FORMAT_VERSION, file,
+    _need(type(version) is int and version == FORMAT_VERSION, file,
           f"format_version {version!r} is not supported (this cgan-studio reads {FORMAT_VERSION}); "
           f"upgrade cgan-studio or re-export the checkpoint")
     _need(meta.get("kind") in ("train", "export"), file, f"'kind' must be 'train' or 'export', not {meta.get('kind')!r}")
     cfg = meta.get("config")
     _need(isinstance(cfg, dict), file, "'config' is missing or not an object")
-    _need(cfg.get("arch") in ARCHITECTURES, file, f"unknown architecture {cfg.get('arch')!r}")
+    _need(isinstance(cfg.get("arch"), str) and cfg["arch"] in ARCHITECTURES, file,
+          f"unknown architecture {cfg.get('arch')!r}")
 
     def int_in(d, key, lo, hi, where):
         v = d.get(key)

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
-
 
 from . import distributed
 from .checkpoints import CheckpointError, latest_checkpoint, read_meta
@@ -140,8 +141,33 @@ def config_from_args(args: argparse.Namespace, num_images: int) -> TrainConfig:
         checkpoint_every=args.checkpoint_every, keep=args.keep)
 
 
+def check_types(cfg: TrainConfig) -> None:
+    """Every field has its default's type (a resumed run's config comes from checkpoint.json, which may be
+    damaged or hostile), and every number is finite."""
+    default = TrainConfig()
+    for f in fields(TrainConfig):
+        v, d = getattr(cfg, f.name), getattr(default, f.name)
+        if f.name == "emnist_split":
+            ok, want = v is None or isinstance(v, str), "a string or null"
+        elif isinstance(d, bool):
+            ok, want = isinstance(v, bool), "true or false"
+        elif isinstance(d, int):
+            ok, want = isinstance(v, int) and not isinstance(v, bool), "an integer"
+        elif isinstance(d, float):
+            ok, want = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+                        "a finite number")
+        else:
+            ok, want = isinstance(v, str), "a string"
+        if not ok:
+            raise ValueError(f"{f.name} (--{f.name.replace('_', '-')}) must be {want}, got {v!r}")
+
+
 def validate(cfg: TrainConfig) -> None:
+    check_types(cfg)
     checks = [
+        (cfg.arch in ARCHITECTURES, f"unknown architecture {cfg.arch!r}"),
+        (cfg.loss in LOSSES, f"unknown loss {cfg.loss!r}; choose one of: {', '.join(LOSSES)}"),
+        (cfg.loader in ("device", "dataloader"), f"unknown loader {cfg.loader!r}; choose device or dataloader"),
         (cfg.batch_size >= 1, "--batch-size must be at least 1"),
         (cfg.z_dim >= 1, "--z-dim must be at least 1"),
         (cfg.g_width >= 1 and cfg.d_width >= 1, "--g-width and --d-width must be at least 1"),
@@ -164,9 +190,9 @@ def validate(cfg: TrainConfig) -> None:
 
 def check_writable(folder: Path) -> None:
     """Fail now, not after hours of training, when the run folder cannot take checkpoints."""
-    folder.mkdir(parents=True, exist_ok=True)
     probe = folder / ".write-test"
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as e:
@@ -216,6 +242,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
                                   f"(expected {run_dir}/checkpoints/step-*/)")
         meta = read_meta(resume_from)
         cfg = TrainConfig.from_dict(meta["config"])
+        validate(cfg)  # the config comes from checkpoint.json: check it before anything uses it
         for name in ("sample_every", "checkpoint_every", "log_every"):
             if name in given_options(parser, argv):
                 setattr(cfg, name, getattr(args, name))
@@ -248,6 +275,12 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
     distributed.barrier(dist_info)
     try:
         trainer = fit(cfg, dataset, run_dir, device, dist_info, resume_from, progress_bar=args.progress)
+    except OSError as e:  # a full disk or a vanished folder mid-run: say what survived and how to go on
+        latest = latest_checkpoint(run_dir)
+        then = (f"the latest complete checkpoint, {latest}, is intact: free some space (or fix the folder) and "
+                f"continue with: python train.py --resume {run_dir}") if latest else \
+            "no checkpoint was written yet: free some space and start again with a new --out"
+        raise OSError(f"training stopped: {e}; {then}") from e
     finally:
         distributed.shutdown(dist_info)
     if dist_info.is_main:

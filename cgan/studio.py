@@ -7,7 +7,9 @@ Markdown text.
 
 Datasets are the sub-folders of the checkpoints folder that hold a ``checkpoint.json``. A dataset name
 coming from a request is only ever looked up in that listing, never joined into a path, so no request
-can reach outside the checkpoints folder.
+can reach outside the checkpoints folder. A folder that is, or directly holds, a symbolic link resolving
+outside the checkpoints folder is skipped at start (listed in ``Studio.skipped``), so everything the app
+reads lies under it; to serve checkpoints kept elsewhere, point --checkpoints (or $CGAN_CHECKPOINTS) there.
 
 Seeds: image j of class k for seed S is ``Sampler.sample([k], ..., seed=S)[j]``, exactly as in
 ``cgan.sample`` and the Python API; a grid shows images 0..rows*cols-1 in reading order, and the
@@ -68,13 +70,19 @@ class InputError(ValueError):
 
 # ----------------------------------------------------------------------------- validation
 
+def show(value, limit: int = 60) -> str:
+    """A request's value for an error message: its repr, cut short (a request may send megabytes)."""
+    r = repr(value)
+    return r if len(r) <= limit else f"{r[:limit]}... ({len(r):,} characters)"
+
+
 def check_int(value, name: str, lo: int, hi: int) -> int:
     """An integer in [lo, hi]. Integral floats (42.0, as number boxes send) are accepted."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InputError(f"{name} must be an integer from {lo} to {hi}, got {value!r} ({type(value).__name__})")
+        raise InputError(f"{name} must be an integer from {lo} to {hi}, got {show(value)} ({type(value).__name__})")
     if isinstance(value, (float, np.floating)):
         if not math.isfinite(value) or value != int(value):
-            raise InputError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
+            raise InputError(f"{name} must be a whole number from {lo} to {hi}, got {show(value)}")
     v = int(value)
     if not lo <= v <= hi:
         raise InputError(f"{name} must be from {lo} to {hi}, got {v}")
@@ -83,11 +91,11 @@ def check_int(value, name: str, lo: int, hi: int) -> int:
 
 def check_float(value, name: str, lo: float, hi: float, lo_open: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InputError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+        raise InputError(f"{name} must be a number, got {show(value)} ({type(value).__name__})")
     v = float(value)
     ok = math.isfinite(v) and (lo < v if lo_open else lo <= v) and v <= hi
     if not ok:
-        raise InputError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}], got {value!r}")
+        raise InputError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}], got {show(value)}")
     return v
 
 
@@ -95,7 +103,7 @@ def check_choice(value, name: str, choices, where: str = "") -> str:
     choices = list(choices)
     if not isinstance(value, str) or value not in choices:
         shown = ", ".join(choices) if len(choices) <= 60 else ", ".join(choices[:60]) + ", ..."
-        raise InputError(f"unknown {name} {value!r}{where}; choose one of: {shown}")
+        raise InputError(f"unknown {name} {show(value)}{where}; choose one of: {shown}")
     return value
 
 
@@ -172,6 +180,11 @@ def hstack(parts: list[np.ndarray], gap: int = 8, value: int = 255) -> np.ndarra
     return np.concatenate(out, axis=1)
 
 
+def escapes(folder: Path, root: Path) -> bool:
+    """Whether ``folder`` or anything directly in it resolves (through symbolic links) outside ``root``."""
+    return any(not p.resolve().is_relative_to(root) for p in [folder, *folder.iterdir()])
+
+
 def fit_scale(shape: tuple[int, ...], scale: int, limit: int = MAX_SIDE) -> int:
     """The largest display scale <= ``scale`` keeping both sides within ``limit`` pixels."""
     longest = max(shape[0], shape[1])
@@ -207,8 +220,13 @@ class Studio:
         if not self.root.is_dir():
             raise FileNotFoundError(f"checkpoints folder {self.root} does not exist")
         found = {}
+        root = self.root.resolve()
         for p in sorted(self.root.iterdir()):
             if not (p.is_dir() and FOLDER_NAME.match(p.name) and (p / META_FILE).is_file()):
+                continue
+            if escapes(p, root):  # everything the app reads lies inside the checkpoints folder
+                self.skipped[p.name] = f"{p} is or holds a symbolic link to outside {root}"
+                log.warning("skipping %s: a symbolic link leads outside %s", p, root)
                 continue
             try:
                 meta = read_meta(p)

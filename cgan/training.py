@@ -283,13 +283,16 @@ class Trainer:
                     **{f"d.{k}": v for k, v in self.D.state_dict().items()}, **g_opt, **d_opt}
         meta = self.meta()
         meta["optimizers"] = {"opt_g": g_groups, "opt_d": d_groups}
-        for name, t in training.items():
+        ema = self.G_ema.state_dict()
+        for name, t in [*training.items(), *((f"g_ema.{k}", v) for k, v in ema.items())]:
             if t.is_floating_point() and not torch.isfinite(t).all():
-                raise TrainingDiverged(f"{name} holds NaN or infinite values at step {self.progress.step}; "
-                                       f"not writing a checkpoint. Resume from the last good one with a lower "
-                                       f"learning rate (--lr-g/--lr-d need a new run).")
+                raise TrainingDiverged(f"training diverged: {name} holds NaN or infinite values at step "
+                                       f"{self.progress.step}; not writing a checkpoint. The checkpoints already "
+                                       f"in {Path(run_dir) / 'checkpoints'} are intact. Learning rates cannot "
+                                       f"change on --resume: start a new run with lower --lr-g/--lr-d (or "
+                                       f"another --loss).")
         final = Path(run_dir) / "checkpoints" / step_dir_name(self.progress.step)
-        return write_folder(final, meta, {GENERATOR_FILE: self.G_ema.state_dict(), TRAINING_FILE: training})
+        return write_folder(final, meta, {GENERATOR_FILE: ema, TRAINING_FILE: training})
 
     def load(self, folder: Path) -> None:
         meta = read_meta(folder)

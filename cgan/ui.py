@@ -26,6 +26,7 @@ MODEL = "model"            # concurrency group shared by every listener that run
 MODEL_CONCURRENCY = 1      # one generator call at a time: each already uses every core
 QUEUE_MAX_SIZE = 32
 DELETE_CACHE = (600, 1800)  # every 10 minutes, delete served files older than 30 minutes
+MAX_UPLOAD_BYTES = 0       # the app takes no files, but Gradio's /upload route is open to anyone: no disk filling
 
 CSS = """
 .pixels img { image-rendering: pixelated; }
@@ -230,7 +231,8 @@ def launch(demo: gr.Blocks, **kwargs):
     """Queue limits, then launch. Server name and port come from kwargs or GRADIO_SERVER_NAME /
     GRADIO_SERVER_PORT (Gradio reads them when they are not given); never a public share link."""
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
-    options = dict(share=False, ssr_mode=False, css=CSS, footer_links=["api", "settings"])
+    options = dict(share=False, ssr_mode=False, css=CSS, footer_links=["api", "settings"],
+                   max_file_size=MAX_UPLOAD_BYTES)
     options.update(kwargs)
     if options.get("share"):
         raise ValueError("cgan-studio never opens a public share link")
