@@ -35,15 +35,17 @@ def metrics_section(results: dict) -> list[str]:
                                   r["precision_recall"], r.get("memorization"))
         lines += [f"### Evaluation, {name} protocol (`python -m cgan.evaluate`{' --quick' if name == 'quick' else ''})",
                   "", "| metric | generated | real data | |", "|---|---|---|---|",
-                  f"| conditional accuracy (class-balanced) | {_pct(cond['generated'])} | {_pct(cond['real'])} "
-                  f"(evaluator on held-out real) | ratio {_num(cond['ratio'])} |",
+                  f"| conditional accuracy (class-balanced) | {_pct(cond['generated']['balanced_accuracy'])} | "
+                  f"{_pct(cond['real_heldout']['balanced_accuracy'])} (evaluator on held-out real) | "
+                  f"ratio {_num(cond['ratio'])} |",
                   f"| worst class ratio | {_num(cond['worst_class']['ratio'])} (class {cond['worst_class']['class']}) | | |"]
         if gt:
             ref = gt.get("real_train_reference") or {}
             lines.append(f"| GAN-train accuracy (classifier trained on generated, tested on real) | "
                          f"{_pct(gt['accuracy'])} | {_pct(ref.get('accuracy'))} (same recipe on real) | |")
         lines += [f"| Fréchet distance (evaluator features) | {_num(fd['generated'], '{:.2f}')} | "
-                  f"{_num(fd['floor'], '{:.2f}')} (real vs real floor) | ratio {_num(fd['ratio'], '{:.2f}')} |",
+                  f"{_num(fd['floor'], '{:.2f}')} (real vs real floor) | ratio {_num(fd['ratio'], '{:.2f}')}; "
+                  f"worst class ratio {_num(fd.get('per_class_max_ratio'), '{:.2f}')} |",
                   f"| precision / recall (k-NN) | {_num(pr['generated']['precision'])} / "
                   f"{_num(pr['generated']['recall'])} | {_num(pr['real']['precision'])} / "
                   f"{_num(pr['real']['recall'])} | |"]
@@ -55,9 +57,13 @@ def metrics_section(results: dict) -> list[str]:
             f"{k} {'met' if t['met'] else ('not met' if t['met'] is False else 'not measured')} "
             f"({_num(t['value'], '{:.4f}')})" for k, t in r["targets"].items()), ""]
         protocol = r.get("protocol", {})
-        notes = protocol.get("notes") or protocol.get("description")
+        notes = [protocol.get("evaluator_protocol"), *(protocol.get("notes") or [])]
+        notes = [n for n in notes if n]
         if notes:
-            lines += ["Protocol:", ""] + [f"- {n}" for n in (notes if isinstance(notes, list) else [notes])] + [""]
+            lines += ["Protocol:", ""] + [f"- {n}" for n in notes] + [
+                f"- samples: {protocol.get('per_class')} per class for conditional accuracy, "
+                f"{protocol.get('gan_train_images')} for GAN-train ({protocol.get('gan_train_epochs')} epochs), "
+                f"sampler seed {protocol.get('sampler_seed')}", ""]
     return lines or ["No evaluation stored yet: run `python -m cgan.evaluate FOLDER --write`.", ""]
 
 
