@@ -47,7 +47,7 @@ import torch
 
 from .checkpoints import CheckpointError, resolve_checkpoint
 from .data import DatasetError, load_dataset
-from .evaluator import Evaluator, as_nchw, load_evaluator, stratified_split, train_evaluator
+from .evaluator import Evaluator, as_nchw, check_fingerprint, load_evaluator, stratified_split, train_evaluator
 from .metrics import (accuracy, balanced_accuracy, frechet_distance, memorization, nan_to_none,
                       per_class_accuracy, precision_recall)
 
@@ -126,6 +126,7 @@ def load_real_data(evaluator: Evaluator, data_dir=None, gan_split: str | None = 
         ds = load_dataset(name, split, data_dir, emnist_split)
         if list(ds.class_names) != evaluator.class_names:
             raise DatasetError(f"{name} {split} classes {list(ds.class_names)[:5]}... differ from the evaluator's")
+        check_fingerprint(evaluator, split, ds.images, ds.labels, data_dir or "the download cache")
         return ds
 
     if p["kind"] == "seeded-split":
@@ -341,7 +342,8 @@ def evaluate_sampler(sampler, evaluator: Evaluator, real: RealData, protocol: Pr
     i_test = _prefix_index(gen_y, n_test).numpy()
     gen_per = per_class_accuracy(gen_p[i_test], gen_y[i_test].numpy(), K)
     gen_bal = float(np.nanmean(gen_per))
-    class_ratio = gen_per / real_per
+    with np.errstate(divide="ignore", invalid="ignore"):
+        class_ratio = gen_per / real_per
     worst = int(np.nanargmin(class_ratio)) if np.isfinite(class_ratio).any() else 0
     cond = {
         "generated": {"balanced_accuracy": gen_bal, "per_class": _per_class_dict(names, gen_per),
@@ -553,16 +555,16 @@ def format_report(r: dict) -> str:
         row(f"  near copies (<= {memo['copy_threshold']:.2f})", memo["generated_near_copy_fraction"],
             memo["heldout_near_copy_fraction"], None)
 
-    lines += ["", f"{'class':<14}{'real acc':>9}{'gen acc':>9}{'ratio':>7}{'GAN-tr':>8}{'FD':>9}{'floor':>9}"
-                  f"{'FD/fl':>7}{'n':>6}"]
+    lines += ["", f"{'class':<13} {'real acc':>8} {'gen acc':>8} {'ratio':>7} {'GAN-tr':>7} {'FD':>8} {'floor':>8} "
+                  f"{'FD/fl':>7} {'n':>5}"]
     for name in cond["per_class_ratio"]:
         f = fd["per_class"][name]
-        lines.append(f"{name[:13]:<14}{_f(cond['real_heldout']['per_class'][name], '{:.3f}'):>9}"
-                     f"{_f(cond['generated']['per_class'][name], '{:.3f}'):>9}"
-                     f"{_f(cond['per_class_ratio'][name], '{:.3f}'):>7}"
-                     f"{_f(gt['per_class'][name] if gt else None, '{:.3f}'):>8}"
-                     f"{_f(f['generated'], '{:.2f}'):>9}{_f(f['floor'], '{:.2f}'):>9}{_f(f['ratio'], '{:.2f}'):>7}"
-                     f"{f['n']:>6}")
+        lines.append(f"{name[:13]:<13} {_f(cond['real_heldout']['per_class'][name], '{:.3f}'):>8} "
+                     f"{_f(cond['generated']['per_class'][name], '{:.3f}'):>8} "
+                     f"{_f(cond['per_class_ratio'][name], '{:.3f}'):>7} "
+                     f"{_f(gt['per_class'][name] if gt else None, '{:.3f}'):>7} "
+                     f"{_f(f['generated'], '{:.2f}'):>8} {_f(f['floor'], '{:.2f}'):>8} {_f(f['ratio'], '{:.2f}'):>7} "
+                     f"{f['n']:>5}")
     lines += ["", "targets (issue 3):"]
     for name, t in r["targets"].items():
         mark = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]

@@ -353,6 +353,9 @@ def _check_header(h, file: Path) -> dict:
 def load_evaluator(folder_or_file: str | os.PathLike, device: str | torch.device = "cpu") -> Evaluator:
     """Load ``evaluator.safetensors`` (or the one inside a folder). Never unpickles; checks everything."""
     file = evaluator_file(folder_or_file)
+    if not Path(folder_or_file).exists():
+        raise EvaluatorError(f"{folder_or_file} does not exist; pass an {EVALUATOR_FILE} file or the checkpoint "
+                             f"folder that holds one")
     if not file.is_file():
         raise EvaluatorError(f"{file}: missing; train one with `python -m cgan.evaluator train ... --out "
                              f"{file.parent}` or pass another with --evaluator")
@@ -391,6 +394,26 @@ def load_evaluator(folder_or_file: str | os.PathLike, device: str | torch.device
 
 # ----------------------------------------------------------------------------- the train command
 
+def data_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """SHA-256 of a split's pixels and labels. The MNIST-family files share their names, so a wrong
+    --data-dir (Fashion-MNIST's t10k files for MNIST) would otherwise load without complaint."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(images.contiguous().numpy().tobytes())
+    h.update(labels.to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_fingerprint(evaluator: "Evaluator", split: str, images: torch.Tensor, labels: torch.Tensor,
+                      where) -> None:
+    """Refuse real data that is not what the evaluator's protocol was built on (when the file records it)."""
+    expected = evaluator.protocol.get("sha256", {}).get(split)
+    if expected is not None and data_fingerprint(images, labels) != expected:
+        raise DatasetError(f"the {evaluator.dataset} {split} split read from {where} is not the data the evaluator "
+                           f"{evaluator.file} was built on (SHA-256 differs); check --data-dir")
+
+
 def real_splits(name: str, split: str, data_dir, emnist_split: str | None, heldout_fraction: float, seed: int):
     """(train images, train labels, held-out images, held-out labels, protocol dict, held-out index or None)."""
     if split == "train":
@@ -401,6 +424,8 @@ def real_splits(name: str, split: str, data_dir, emnist_split: str | None, heldo
             raise DatasetError(f"--split train holds out the test split, which could not be loaded: {e}") from e
         protocol = {"kind": "train-test", "train_split": "train", "heldout_split": "test",
                     "num_train": len(tr), "num_heldout": len(te),
+                    "sha256": {"train": data_fingerprint(tr.images, tr.labels),
+                               "test": data_fingerprint(te.images, te.labels)},
                     "description": f"the {name} train split ({len(tr)} images) trains the evaluator; "
                                    f"the test split ({len(te)} images) is held out"}
         return tr.images, tr.labels, te.images, te.labels, protocol, None, tr.class_names
@@ -411,6 +436,7 @@ def real_splits(name: str, split: str, data_dir, emnist_split: str | None, heldo
     train_idx, held_idx = stratified_split(ds.labels, heldout_fraction, seed)
     protocol = {"kind": "seeded-split", "split": "test", "num_images": len(ds), "heldout_fraction": heldout_fraction,
                 "seed": seed, "num_train": len(train_idx), "num_heldout": len(held_idx),
+                "sha256": {"test": data_fingerprint(ds.images, ds.labels)},
                 "description": f"the {name} test split ({len(ds)} images) is split per class with seed {seed}: "
                                f"{len(train_idx)} train the evaluator, {len(held_idx)} "
                                f"({heldout_fraction:.0%}) are held out (indices stored in the file)"}
@@ -452,7 +478,8 @@ def make_header(net: EvaluatorNet, class_names, dataset: str, emnist_split: str 
 def train_command(args) -> int:
     from . import __version__
 
-    torch.set_num_threads(args.threads) if args.threads else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     emnist_split = args.emnist_split if args.dataset == "emnist" else None
     if args.dataset == "emnist" and emnist_split is None:

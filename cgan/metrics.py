@@ -155,10 +155,12 @@ def memorization(generated, heldout, train, quantile: float = 0.01) -> dict:
     All three are uint8 image sets; distances are Euclidean in pixel space scaled to [0, 1] (an exact
     copy is at 0; an unseen real MNIST digit is typically about 5 from its nearest training image).
     Pixel space, not evaluator features, because a copy is a pixel-level event and features would also
-    pull together distinct images of one class. Reports the median nearest-training-image distance of generated and of held-out real images
-    (their ratio: below 1 means closer to the training set than real unseen data), and the fraction of
-    each set closer than the ``quantile`` of the held-out distances ("near copies"; ~quantile for
-    data that is not copied)."""
+    pull together distinct images of one class. Reports the median nearest-training-image distance of
+    generated and of held-out real images (their ratio: below 1 means closer to the training set than
+    real unseen data), and the fraction of each set closer than the ``quantile`` of the held-out
+    distances ("near copies"; about ``quantile`` for data that is not copied). Caveat: smooth, typical
+    images also sit closer to their neighbours than odd real ones, so a ratio a little below 1 alone is
+    not proof of copying; the near-copy fraction is the sharper test."""
     train_p = pixels(train)
     gen_d = nearest_distances(pixels(generated), train_p)
     held_d = nearest_distances(pixels(heldout), train_p)

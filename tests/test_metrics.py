@@ -21,8 +21,8 @@ import torch
 from cgan.checkpoints import CheckpointError
 from cgan.data import load_dataset
 from cgan.evaluate import Protocol, RealData, evaluate_sampler
-from cgan.evaluator import (EvaluatorError, load_evaluator, make_header, save_evaluator, stratified_split,
-                            train_evaluator)
+from cgan.evaluator import (EvaluatorError, data_fingerprint, load_evaluator, make_header, save_evaluator,
+                            stratified_split, train_evaluator)
 from cgan.metrics import (balanced_accuracy, frechet_distance, kth_neighbour_distances, nearest_distances,
                           per_class_accuracy, precision_recall)
 
@@ -125,6 +125,7 @@ def setup():
     # test below can load it like a shipped evaluator (there it trained on only 2,000 of the other 9,000).
     header = make_header(net, ds.class_names, "mnist", None,
                          {"kind": "seeded-split", "split": "test", "num_images": len(ds),
+                          "sha256": {"test": data_fingerprint(ds.images, ds.labels)},
                           "description": "test fixture: 2,000 MNIST images train it, 1,000 held out"},
                          {"epochs": 3, "batch_size": 64})
     return {"ds": ds, "net": net, "header": header, "heldout_index": held_idx,
@@ -169,8 +170,11 @@ def test_evaluator_file_roundtrip_and_errors(setup, evaluator, tmp_path):
     bad.write_bytes(evaluator.file.read_bytes()[:-1000])
     with pytest.raises(CheckpointError, match=str(bad)):
         load_evaluator(bad)
-    with pytest.raises(EvaluatorError, match="missing"):
+    with pytest.raises(EvaluatorError, match="does not exist"):
         load_evaluator(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EvaluatorError, match="missing"):
+        load_evaluator(tmp_path / "empty")
 
 
 @needs_mnist
@@ -255,3 +259,7 @@ def test_evaluate_command(evaluator, tmp_path, monkeypatch, capsys):
     assert set(stored) == {"quick"} and stored["quick"] == json.loads(out.read_text())
     assert abs(stored["quick"]["protocol"]["num_heldout"] - 400) <= 10  # a per-class share of the 1,000
     assert (ck / "checkpoint.json").read_bytes() == before
+    fashion = DATA / "fashion-mnist"
+    if fashion.is_dir():  # same file names as MNIST: only the recorded SHA-256 tells them apart
+        assert E.main([str(ck), "--data-dir", str(fashion), "--quick"]) == 2
+        assert "SHA-256" in capsys.readouterr().err
