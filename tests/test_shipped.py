@@ -1,0 +1,51 @@
+"""The shipped checkpoints: they load, and a quick evaluation reproduces the quick numbers stored beside
+the full ones in evaluation.json (within tolerance: thread counts change float sums slightly)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import cgan
+from cgan.evaluate import evaluate
+from conftest import REPO, SHARED_DATA, needs_shared_data
+
+SHIPPED = {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "emnist": "emnist"}  # folder -> data folder
+
+
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_shipped_folder_is_complete(name):
+    folder = REPO / "checkpoints" / name
+    for f in ("checkpoint.json", "generator.safetensors", "real_samples.safetensors", "evaluator.safetensors",
+              "evaluation.json", "MODEL_CARD.md"):
+        assert (folder / f).is_file(), f"checkpoints/{name}/{f} is missing"
+    s = cgan.load(folder)
+    assert s.meta["kind"] == "export" and s.dataset == name
+    images, labels = s.sample(list(range(s.num_classes)), 2, seed=0)
+    assert images.shape == (2 * s.num_classes, 28, 28) and images.dtype == np.uint8
+    real_images, real_labels = s.real_samples()
+    assert np.bincount(real_labels).min() >= 1 and real_images.dtype == np.uint8
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 10 * 2**20  # slim enough to ship with the app
+    stored = json.loads((folder / "evaluation.json").read_text())
+    assert {"full", "quick"} <= stored.keys()
+
+
+@needs_shared_data(*SHIPPED.values())
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_quick_evaluation_reproduces_stored_numbers(name):
+    torch.set_num_threads(1)  # the stored quick numbers were measured with one thread
+    folder = REPO / "checkpoints" / name
+    stored = json.loads((folder / "evaluation.json").read_text())["quick"]
+    r = evaluate(folder, data_dir=SHARED_DATA / SHIPPED[name], quick=True)
+    assert r["conditional_accuracy"]["ratio"] == pytest.approx(stored["conditional_accuracy"]["ratio"], abs=0.01)
+    assert r["gan_train"]["accuracy"] == pytest.approx(stored["gan_train"]["accuracy"], abs=0.02)
+    assert r["frechet"]["generated"] == pytest.approx(stored["frechet"]["generated"], rel=0.05)
+    assert r["frechet"]["floor"] == pytest.approx(stored["frechet"]["floor"], rel=1e-6)  # real side is fixed
+    p, q = r["precision_recall"]["generated"], stored["precision_recall"]["generated"]
+    assert p["precision"] == pytest.approx(q["precision"], abs=0.02)
+    assert p["recall"] == pytest.approx(q["recall"], abs=0.02)
+    # and the stored full results say what the README says about the targets
+    full = json.loads((folder / "evaluation.json").read_text())["full"]
+    assert full["conditional_accuracy"]["ratio"] >= 0.98
