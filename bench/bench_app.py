@@ -11,6 +11,7 @@ first page < 15 s.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import socket
@@ -60,6 +61,7 @@ def main() -> int:
     p.add_argument("--widths", default=None,
                    help="also time the 10x10 grid for these generator widths, e.g. 16,24,32,48 (same "
                         "architecture and latent size as the checkpoint, untrained weights: latency only)")
+    p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
 
     from cgan.studio import Studio
@@ -131,12 +133,19 @@ def main() -> int:
         print(f"{name:<24}{h50:>11.1f}ms{h95:>11.1f}ms{tail}")
     if first_page is not None:
         print(f"{'python app.py -> first page':<24} {first_page:.1f} s")
-    if args.widths:
-        width_table(studio.sampler(ds), [int(w) for w in args.widths.split(",")], args.runs)
+    widths = width_table(studio.sampler(ds), [int(w) for w in args.widths.split(",")], args.runs) if args.widths else []
+    if args.json:
+        report = {"date": time.strftime("%Y-%m-%d"), "cores": len(os.sched_getaffinity(0)),
+                  "torch": torch.__version__, "threads": torch.get_num_threads(), "dataset": ds, "class": cls,
+                  "arch": cfg["arch"], "g_width": cfg["g_width"], "generator_parameters": n_params, "runs": args.runs,
+                  "handler_ms": {k: {"p50": round(v[0], 1), "p95": round(v[1], 1)} for k, v in handler.items()},
+                  "end_to_end_ms": {k: {"p50": round(v[0], 1), "p95": round(v[1], 1)} for k, v in e2e.items()},
+                  "first_page_s": None if first_page is None else round(first_page, 2), "widths": widths}
+        Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
 
 
-def width_table(sampler, widths: list[int], runs: int) -> None:
+def width_table(sampler, widths: list[int], runs: int) -> list[dict]:
     """Grid latency against generator width: the cost side of the size / quality trade-off."""
     import dataclasses
 
@@ -148,13 +157,17 @@ def width_table(sampler, widths: list[int], runs: int) -> None:
     meta, cfg = sampler.meta, sampler.meta["config"]
     print(f"\n10x10 grid (sample() of 100 images) by generator width, {cfg['arch']}, z_dim {cfg['z_dim']}:")
     print(f"{'g_width':>8}{'parameters':>12}{'p50':>10}{'p95':>10}")
+    rows = []
     for w in widths:
         g = build_generator(cfg["arch"], cfg["z_dim"], sampler.num_classes, meta["image"]["channels"],
                             meta["image"]["size"], w).eval().requires_grad_(False).to(memory_format=torch.channels_last)
         s = dataclasses.replace(sampler, generator=g)
         assert isinstance(s, Sampler)
         p50, p95 = percentiles(timed(lambda i: s.sample([0], 100, seed=i), runs))
-        print(f"{w:>8}{sum(t.numel() for t in g.parameters()):>12,}{p50:>8.1f}ms{p95:>8.1f}ms")
+        n = sum(t.numel() for t in g.parameters())
+        print(f"{w:>8}{n:>12,}{p50:>8.1f}ms{p95:>8.1f}ms")
+        rows.append({"g_width": w, "parameters": n, "p50_ms": round(p50, 1), "p95_ms": round(p95, 1)})
+    return rows
 
 
 if __name__ == "__main__":
