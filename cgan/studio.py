@@ -294,6 +294,13 @@ class Studio:
             self._real[name] = self.sampler(name).real_samples()
         return self._real[name]
 
+    def _real_or_error(self, dataset) -> tuple[np.ndarray, np.ndarray]:
+        real = self.real(dataset)
+        if real is None:
+            raise InputError(f"the {self._title(self.sampler(dataset))} checkpoint has no bundled real images "
+                             "(real_samples.safetensors)")
+        return real
+
     def _class(self, sampler: Sampler, value, name: str = "class", allow_all: bool = False) -> int | None:
         """Class index for a class name, or None for "All classes" (when allowed)."""
         names = sampler.class_names
@@ -406,12 +413,9 @@ class Studio:
         count = check_int(count, "images per side", 1, MAX_COMPARE)
         psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
         scale = check_int(scale, "display scale", 1, MAX_SCALE)
-        real = self.real(dataset)
-        if real is None:
-            raise InputError(f"the {self._title(s)} checkpoint has no bundled real images (real_samples.safetensors)")
+        real_images, real_labels = self._real_or_error(dataset)
         classes = [k] if k is not None else list(range(s.num_classes))
         fake, _ = s.sample(classes, count, seed=seed, truncation=psi)
-        real_images, real_labels = real
         blank = np.full(fake.shape[1:], 40, np.uint8)
         left = []
         for c in classes:
@@ -434,10 +438,7 @@ class Studio:
         index = check_int(index, "image index", 0, MAX_INDEX)
         psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
         scale = check_int(scale, "display scale", 1, MAX_SCALE)
-        real = self.real(dataset)
-        if real is None:
-            raise InputError(f"the {self._title(s)} checkpoint has no bundled real images (real_samples.safetensors)")
-        real_images, real_labels = real
+        real_images, real_labels = self._real_or_error(dataset)
         g, _ = s.sample([k], 1, seed=seed, truncation=psi, start=index)
         flat = real_images.reshape(len(real_images), -1).astype(np.float32)
         d = np.sqrt(((flat - g.reshape(1, -1).astype(np.float32)) ** 2).sum(1))
