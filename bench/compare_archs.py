@@ -1,6 +1,8 @@
-"""Compare architectures on MNIST from saved samples: `python bench/compare_archs.py RUN_DIR... --data-dir DIR`.
+"""Compare architectures on MNIST: `python bench/compare_archs.py RUN_OR_CHECKPOINT... --data-dir DIR`.
 
-Each RUN_DIR holds ``samples_c.npz`` (or ``samples.npz``), written by
+Each argument is either a folder of saved samples or anything `cgan.load` accepts (a checkpoint folder,
+a run folder: its latest checkpoint; an exported folder), which is then sampled here. A folder of saved
+samples holds ``samples_c.npz`` (or ``samples.npz``), written by
 ``python -m cgan.sample RUN --per-class 1000 --seed 12345 --out samples.npz`` on the machine that trained
 it, and ``run.json`` (arch and seed). All runs are scored in this one process with the shipped MNIST
 evaluator and the MNIST evaluation protocol of `cgan.evaluate`, except that GAN-train uses 8,000 generated
@@ -22,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from cgan.evaluate import evaluate_sampler, load_real_data, protocol_for
 from cgan.evaluator import load_evaluator
+from cgan.sampling import load
 
 
 class SavedSamples:
@@ -42,6 +45,16 @@ class SavedSamples:
         return np.concatenate(out_x), np.concatenate(out_y)
 
 
+def open_run(path: Path):
+    """(config, trained steps, sampler) for a folder of saved samples or a checkpoint."""
+    for name in ("samples_c.npz", "samples.npz"):
+        if (path / name).exists():
+            cfg = json.loads((path / "run.json").read_text())["config"]
+            return cfg, cfg["steps"], SavedSamples(path / name)
+    sampler = load(path)
+    return sampler.meta["config"], sampler.meta["step"], sampler
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path)
@@ -54,25 +67,23 @@ def main() -> int:
     protocol = replace(protocol_for("mnist"), gan_train_images=8000)
     rows = []
     for run in args.runs:
-        info = json.loads((run / "run.json").read_text())
-        file = run / "samples_c.npz" if (run / "samples_c.npz").exists() else run / "samples.npz"
-        r = evaluate_sampler(SavedSamples(file), evaluator, real, protocol)
-        cfg = info["config"]
-        rows.append({"arch": cfg["arch"], "seed": cfg["seed"], "steps": cfg["steps"], "batch": cfg["batch_size"],
+        cfg, steps, sampler = open_run(run)
+        r = evaluate_sampler(sampler, evaluator, real, protocol)
+        rows.append({"run": str(run), "arch": cfg["arch"], "seed": cfg["seed"], "steps": steps, "batch": cfg["batch_size"],
                      "cond": r["conditional_accuracy"]["ratio"], "gan_train": r["gan_train"]["accuracy"],
                      "fd": r["frechet"]["generated"], "fd_floor": r["frechet"]["floor"],
                      "precision": r["precision_recall"]["generated"]["precision"],
                      "recall": r["precision_recall"]["generated"]["recall"]})
         print(json.dumps(rows[-1]), flush=True)
-    print("\n| arch | seed | conditional acc. / ceiling | GAN-train acc. | FD (floor) | precision | recall |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| arch | seed | steps | conditional acc. / ceiling | GAN-train acc. | FD (floor) | precision | recall |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['arch']} | {row['seed']} | {row['cond']:.3f} | {row['gan_train']:.3f} | "
+        print(f"| {row['arch']} | {row['seed']} | {row['steps']:,} | {row['cond']:.3f} | {row['gan_train']:.3f} | "
               f"{row['fd']:.2f} ({row['fd_floor']:.2f}) | {row['precision']:.3f} | {row['recall']:.3f} |")
     for arch in dict.fromkeys(r["arch"] for r in rows):
         sel = [r for r in rows if r["arch"] == arch]
         mean = {k: statistics.mean(r[k] for r in sel) for k in ("cond", "gan_train", "fd", "precision", "recall")}
-        print(f"| **{arch} mean** | {len(sel)} seeds | {mean['cond']:.3f} | {mean['gan_train']:.3f} | "
+        print(f"| **{arch} mean** | {len(sel)} runs | | {mean['cond']:.3f} | {mean['gan_train']:.3f} | "
               f"{mean['fd']:.2f} | {mean['precision']:.3f} | {mean['recall']:.3f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"protocol": protocol.__dict__, "rows": rows}, indent=2))
