@@ -114,9 +114,18 @@ def class_of(studio, dataset):
     return mostly(st.sampled_from(classes), st.one_of(JUNK, st.integers(0, len(known) - 1)))
 
 
-def refused(e: InputError) -> None:
-    message = str(e)
-    assert message and len(message) <= MAX_MESSAGE, message[:200]
+def answer(handler, *args):
+    """The handler's result, or None when it refused with a clear, bounded InputError (any other exception
+    fails the test). Records which of the two happened as a hypothesis event."""
+    try:
+        result = handler(*args)
+    except InputError as e:
+        message = str(e)
+        assert message and len(message) <= MAX_MESSAGE, message[:200]
+        event("refused")
+        return None
+    event("answered")
+    return result
 
 
 def check_png_side(image: np.ndarray, limit: int = MAX_SIDE) -> None:
@@ -144,13 +153,10 @@ def test_fuzz_generate(studio, data):
         data.draw(number(1, MAX_GRID))
     psi, scale = data.draw(fraction()), data.draw(number(1, studio_mod.MAX_SCALE))
     before = produced(studio)
-    try:
-        image, caption = studio.generate(dataset, cls, seed, rows, cols, psi, scale)
-    except InputError as e:
-        refused(e)
-        event("refused")
+    out = answer(studio.generate, dataset, cls, seed, rows, cols, psi, scale)
+    if out is None:
         return
-    event("answered")
+    image, caption = out
     n = produced(studio) - before
     cap = MAX_GRID * max(MAX_GRID, classes_of(studio, dataset))  # rows x cols, or every class x cols
     assert 1 <= n <= cap, n
@@ -167,13 +173,10 @@ def test_fuzz_interpolate(studio, data):
     method = data.draw(mostly(st.sampled_from(studio_mod.METHODS), JUNK))
     psi, scale = data.draw(fraction()), data.draw(number(1, studio_mod.MAX_SCALE))
     before = produced(studio)
-    try:
-        strip, gif, caption = studio.interpolate(dataset, cls, seed_a, seed_b, frames, method, psi, scale)
-    except InputError as e:
-        refused(e)
-        event("refused")
+    out = answer(studio.interpolate, dataset, cls, seed_a, seed_b, frames, method, psi, scale)
+    if out is None:
         return
-    event("answered")
+    strip, gif, caption = out
     n = produced(studio) - before
     assert 1 <= n <= MAX_FRAMES * classes_of(studio, dataset), n
     check_png_side(strip)
@@ -188,13 +191,10 @@ def test_fuzz_morph(studio, data):
     seed, frames = data.draw(number(0, studio_mod.MAX_SEED)), data.draw(number(studio_mod.MIN_FRAMES, MAX_FRAMES))
     psi, scale = data.draw(fraction()), data.draw(number(1, studio_mod.MAX_SCALE))
     before = produced(studio)
-    try:
-        strip, gif, caption = studio.morph(dataset, cls_a, cls_b, seed, frames, psi, scale)
-    except InputError as e:
-        refused(e)
-        event("refused")
+    out = answer(studio.morph, dataset, cls_a, cls_b, seed, frames, psi, scale)
+    if out is None:
         return
-    event("answered")
+    strip, gif, caption = out
     assert 1 <= produced(studio) - before <= MAX_FRAMES
     check_png_side(strip)
     check_gif(gif, int(frames))
@@ -207,13 +207,10 @@ def test_fuzz_real_vs_generated(studio, data):
     seed, count = data.draw(number(0, studio_mod.MAX_SEED)), data.draw(number(1, MAX_COMPARE))
     psi, scale = data.draw(fraction()), data.draw(number(1, studio_mod.MAX_SCALE))
     before = produced(studio)
-    try:
-        image, caption = studio.real_vs_generated(dataset, cls, seed, count, psi, scale)
-    except InputError as e:
-        refused(e)
-        event("refused")
+    out = answer(studio.real_vs_generated, dataset, cls, seed, count, psi, scale)
+    if out is None:
         return
-    event("answered")
+    image, caption = out
     # images are drawn in blocks of CHUNK (10), so at most MAX_COMPARE per class
     assert 1 <= produced(studio) - before <= MAX_COMPARE * classes_of(studio, dataset)
     check_png_side(image)
@@ -226,13 +223,10 @@ def test_fuzz_nearest(studio, data):
     seed, index = data.draw(number(0, studio_mod.MAX_SEED)), data.draw(number(0, MAX_INDEX))
     psi, scale = data.draw(fraction()), data.draw(number(1, studio_mod.MAX_SCALE))
     before = produced(studio)
-    try:
-        image, text = studio.nearest(dataset, cls, seed, index, psi, scale)
-    except InputError as e:
-        refused(e)
-        event("refused")
+    out = answer(studio.nearest, dataset, cls, seed, index, psi, scale)
+    if out is None:
         return
-    event("answered")
+    image, text = out
     assert 1 <= produced(studio) - before <= 10  # one block of CHUNK latents holding image j
     check_png_side(image)
     assert len(re.findall(r"^\| \d+ \|", text, flags=re.M)) == NEIGHBOURS  # one table row per neighbour
@@ -241,13 +235,10 @@ def test_fuzz_nearest(studio, data):
 @FUZZ
 @given(dataset=mostly(st.sampled_from(["mnist", "emnist"]), JUNK, 50))
 def test_fuzz_model_card(studio, dataset):
-    try:
-        card = studio.model_card(dataset)
-    except InputError as e:
-        refused(e)
-        event("refused")
+    out = answer(studio.model_card, dataset)
+    if out is None:
         return
-    event("answered")
+    card = out
     assert isinstance(card, str) and 0 < len(card) <= studio_mod.MAX_CARD_BYTES * 2
 
 
