@@ -56,6 +56,14 @@ def mnist_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """A checkpoints folder with tiny mnist, fashion-mnist and emnist exports, for the studio tests."""
+    from studio_helpers import tiny_checkpoints
+
+    return tiny_checkpoints(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, mnist_dir) -> Path:
     """A run folder trained for 4 steps with checkpoints at 2 and 4."""
     from cgan.cli import main

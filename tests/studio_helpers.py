@@ -31,7 +31,6 @@ TINY_OPTIONS = ["--steps", "4", "--g-width", "8", "--d-width", "8", "--batch-siz
                 "--checkpoint-every", "4"]
 REAL_PER_CLASS = 16
 
-_cache: dict[str, Path] = {}
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -68,22 +67,21 @@ def data_dir_for(name: str, scratch: Path) -> Path:
 
 
 def tiny_checkpoints(tmp_path_factory) -> Path:
-    """A checkpoints folder with tiny mnist, fashion-mnist and emnist exports (built once per session)."""
-    if "tiny" not in _cache:
-        from cgan import cli, export
+    """A checkpoints folder with tiny mnist, fashion-mnist and emnist exports (the session fixture
+    ``tiny_root`` of conftest.py builds it once)."""
+    from cgan import cli, export
 
-        base = tmp_path_factory.mktemp("studio")
-        root = base / "checkpoints"
-        for name, (options, *_rest) in TINY.items():
-            data = data_dir_for(name, base)
-            run = base / "runs" / name
-            assert cli.main(options + ["--data-dir", str(data), "--out", str(run)] + TINY_OPTIONS) == 0
-            assert export.main([str(run), str(root / name), "--data-dir", str(data),
-                                "--real-per-class", str(REAL_PER_CLASS)]) == 0
-        (root / "not-a-checkpoint").mkdir()          # ignored: no checkpoint.json
-        (root / "README.txt").write_text("ignored")  # ignored: not a folder
-        _cache["tiny"] = root
-    return _cache["tiny"]
+    base = tmp_path_factory.mktemp("studio")
+    root = base / "checkpoints"
+    for name, (options, *_rest) in TINY.items():
+        data = data_dir_for(name, base)
+        run = base / "runs" / name
+        assert cli.main(options + ["--data-dir", str(data), "--out", str(run)] + TINY_OPTIONS) == 0
+        assert export.main([str(run), str(root / name), "--data-dir", str(data),
+                            "--real-per-class", str(REAL_PER_CLASS)]) == 0
+    (root / "not-a-checkpoint").mkdir()          # ignored: no checkpoint.json
+    (root / "README.txt").write_text("ignored")  # ignored: not a folder
+    return root
 
 
 def shipped_names() -> list[str]:

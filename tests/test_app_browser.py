@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from cgan.studio import Studio
-from studio_helpers import REPO, free_port, gif_frames, png_array, tile, tiny_checkpoints
+from studio_helpers import REPO, free_port, gif_frames, png_array, tile
 
 CHROMIUM = Path(os.environ.get("CGAN_CHROMIUM", "/usr/bin/chromium"))
 CI = os.environ.get("CI", "").lower() == "true"
@@ -33,11 +33,6 @@ if sync_playwright is None or not CHROMIUM.is_file():
     if CI:
         pytest.fail(f"CI=true but {missing} is missing: the browser test must run in CI", pytrace=False)
     pytest.skip(f"{missing} not available", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    return tiny_checkpoints(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -18,19 +18,13 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 from cgan import ui  # noqa: E402
 from cgan.studio import ALL_CLASSES, Studio  # noqa: E402
-from studio_helpers import (REPO, SHIPPED, free_port, gif_frames, png_array, shipped_names, tile,  # noqa: E402
-                            tiny_checkpoints)
+from studio_helpers import REPO, SHIPPED, free_port, gif_frames, png_array, shipped_names, tile  # noqa: E402
 
 # gradio's queue uses pandas APIs that pandas 3 deprecates; not this project's code
 pytestmark = [pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
               pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
 
 ENDPOINTS = {"/generate", "/interpolate", "/morph", "/real_vs_generated", "/nearest", "/model_card", "/datasets"}
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    return tiny_checkpoints(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -25,17 +25,12 @@ from PIL import Image  # noqa: E402
 from cgan import studio as studio_mod  # noqa: E402
 from cgan.studio import (ALL_CLASSES, MAX_COMPARE, MAX_FRAMES, MAX_GIF_SIDE, MAX_GRID,  # noqa: E402
                          MAX_INDEX, MAX_SIDE, NEIGHBOURS, InputError, Studio)
-from studio_helpers import free_port, png_array, tiny_checkpoints  # noqa: E402
+from studio_helpers import free_port, png_array  # noqa: E402
 
 FUZZ = settings(deadline=None, max_examples=int(os.environ.get("CGAN_FUZZ_EXAMPLES", 150)), database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
 MAX_MESSAGE = 2000  # an error message never echoes a huge request back
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return tiny_checkpoints(tmp_path_factory)
 
 
 class Counting:
@@ -51,8 +46,8 @@ class Counting:
 
 
 @pytest.fixture(scope="module")
-def studio(root):
-    s = Studio(root)
+def studio(tiny_root):
+    s = Studio(tiny_root)
     s.preload()
     s.counters = {}
     for name in s.names:
@@ -263,12 +258,12 @@ def test_largest_requests_stay_within_the_caps(studio, call, images):
 # ----------------------------------------------------------------------------- through the running app
 
 @pytest.fixture(scope="module")
-def client(root):
+def client(tiny_root):
     from gradio_client import Client
 
     from cgan import ui
 
-    demo = ui.build(root)
+    demo = ui.build(tiny_root)
     _, url, _ = ui.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
                           quiet=True)
     yield Client(url, verbose=False, download_files=True)

@@ -15,14 +15,9 @@ from hypothesis import strategies as st
 import cgan
 from cgan import studio as studio_mod
 from cgan.studio import ALL_CLASSES, MAX_SEED, InputError, Studio, TempFiles, check_float, check_int
-from studio_helpers import REAL_PER_CLASS, SHIPPED, gif_frames, shipped_names, tile, tiny_checkpoints
+from studio_helpers import REAL_PER_CLASS, SHIPPED, gif_frames, shipped_names, tile
 
 SOURCES = ["tiny"] + (["shipped"] if shipped_names() else [])
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    return tiny_checkpoints(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
