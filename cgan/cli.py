@@ -229,7 +229,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
     args.device_type = device.type
     resume_from = None
     if args.resume:
-        not_allowed = sorted(given_options(parser, argv) - RESUME_OPTIONS)
+        given = given_options(parser, argv)
+        not_allowed = sorted(given - RESUME_OPTIONS)
         if not_allowed:
             names = ", ".join("--" + n.replace("_", "-") for n in not_allowed)
             raise ValueError(f"{names} cannot be changed when resuming: the run's config comes from its "
@@ -244,7 +245,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
         cfg = TrainConfig.from_dict(meta["config"])
         validate(cfg)  # the config comes from checkpoint.json: check it before anything uses it
         for name in ("sample_every", "checkpoint_every", "log_every"):
-            if name in given_options(parser, argv):
+            if name in given:
                 setattr(cfg, name, getattr(args, name))
         args.dataset, args.split, args.emnist_split = cfg.dataset, cfg.split, cfg.emnist_split
     dataset = load_dataset(args.dataset, args.split, args.data_dir, args.emnist_split)

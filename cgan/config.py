@@ -51,7 +51,3 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config fields {unknown}")
         return cls(**d)
-
-
-# Options a resumed run may change; everything else comes from the checkpoint.
-RESUMABLE_FIELDS = ("steps", "sample_every", "checkpoint_every", "log_every")
