@@ -9,9 +9,12 @@ Works offline on a plain CPU. Never opens a public share link.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -37,6 +40,7 @@ def main(argv=None) -> int:
     if not Path(args.checkpoints).is_dir():
         print(f"error: checkpoints folder {args.checkpoints} does not exist", file=sys.stderr)
         return 2
+    private_gradio_cache()
     from cgan.studio import Studio
     from cgan.ui import build, launch  # gradio and torch are imported here, once
 
@@ -46,6 +50,16 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     launch(demo)
     return 0
+
+
+def private_gradio_cache() -> None:
+    """Gradio keeps the files it serves in $GRADIO_TEMP_DIR, by default one folder shared by every Gradio
+    app of the machine (/tmp/gradio), whose files any of them may serve. Give this process its own folder
+    (mode 0700), removed at exit, unless the operator chose one. Must run before gradio is imported."""
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        folder = tempfile.mkdtemp(prefix="cgan-studio-gradio-")
+        os.environ["GRADIO_TEMP_DIR"] = folder
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
 
 def _interrupt(signum, frame):

@@ -15,6 +15,7 @@ temporary folder and renamed into place, so a crash leaves either the whole chec
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -32,7 +33,15 @@ TRAINING_FILE = "training_state.safetensors"
 REAL_SAMPLES_FILE = "real_samples.safetensors"
 EVALUATOR_FILE = "evaluator.safetensors"
 STEP_DIR = re.compile(r"^step-(\d{7,})$")
+TMP_DIR = re.compile(r"^\.(?:tmp|old)-.+-(\d+)$")   # a writer's temporary folder; the number is its PID
 MAX_META_BYTES = 1 << 20
+MAX_HEADER_BYTES = 16 << 20          # a safetensors header (JSON) larger than this is refused unread
+MAX_IMAGE_SIZE = 128                 # pixels per side: the product serves 28 to 64 px images
+MAX_PARAMETERS = 50_000_000          # per network (200 MB of float32); the shipped generators have ~1 M
+MAX_TEXT = 200                       # characters of a dataset title or licence
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                      "U8": torch.uint8, "BOOL": torch.bool}
 
 
 class CheckpointError(RuntimeError):
@@ -102,12 +111,24 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0  # exists but belongs to someone else (or an absurd number, then: not ours to judge)
+    return True
+
+
 def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
-    """Keep the newest ``keep`` checkpoints; also sweep temporary folders left by a crash."""
+    """Keep the newest ``keep`` checkpoints; also sweep temporary folders left by crashed writers. A
+    temporary folder of a live process (another writer on the same folder) is never touched."""
     folder = Path(run_dir) / "checkpoints"
     if folder.is_dir():
         for p in folder.iterdir():
-            if p.name.startswith((".tmp-", ".old-")) and p.is_dir():
+            m = TMP_DIR.match(p.name)
+            if m and p.is_dir() and (int(m.group(1)) == os.getpid() or not pid_alive(int(m.group(1)))):
                 shutil.rmtree(p, ignore_errors=True)
     if keep > 0:
         for p in list_checkpoints(run_dir)[:-keep]:
@@ -181,7 +202,7 @@ def read_meta(folder: str | os.PathLike) -> dict:
     image = meta.get("image")
     _need(isinstance(image, dict), file, "'image' is missing or not an object")
     int_in(image, "channels", 1, 3, "image")
-    int_in(image, "size", 8, 256, "image")
+    int_in(image, "size", 8, MAX_IMAGE_SIZE, "image")
     _need(image["channels"] in (1, 3) and image["size"] % 4 == 0, file, "image must have 1 or 3 channels and a size divisible by 4")
     names = meta.get("class_names")
     _need(isinstance(names, list) and 1 <= len(names) <= 1000 and
@@ -189,9 +210,97 @@ def read_meta(folder: str | os.PathLike) -> dict:
           "'class_names' must be a list of 1..1000 non-empty strings of at most 64 characters")
     _need(len(set(names)) == len(names), file, "'class_names' has duplicates")
     dataset = meta.get("dataset")
-    _need(isinstance(dataset, dict) and isinstance(dataset.get("name"), str), file, "'dataset' must name the dataset")
+    _need(isinstance(dataset, dict) and isinstance(dataset.get("name"), str) and 0 < len(dataset["name"]) <= 64,
+          file, "'dataset' must name the dataset (a string of 1 to 64 characters)")
+    for key in ("title", "license"):  # shown to every visitor of the studio
+        v = dataset.get(key)
+        _need(v is None or (isinstance(v, str) and len(v) <= MAX_TEXT), file,
+              f"dataset.{key} must be a string of at most {MAX_TEXT} characters")
     int_in(meta, "step", 0, 10**12, "checkpoint")
     return meta
+
+
+def tensor_header(file: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Names, shapes and dtypes of the tensors in a safetensors file, read from its header alone (no tensor
+    data is read or allocated). The header must describe exactly the bytes the file holds, so a truncated
+    or padded file is refused here."""
+    file = Path(file)
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing")
+    size = file.stat().st_size
+    if size < 8:
+        raise CheckpointError(f"{file}: truncated ({size} bytes)")
+    with open(file, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if n > MAX_HEADER_BYTES or 8 + n > size:
+            raise CheckpointError(f"{file}: truncated or corrupt (a header of {n:,} bytes does not fit in the "
+                                  f"file's {size:,} bytes)")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{file}: truncated or corrupt (its header is not valid JSON)") from e
+    _need(isinstance(header, dict), file, "header is not a JSON object; the file is corrupt")
+    out, end = {}, 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        ok = isinstance(entry, dict) and entry.get("dtype") in SAFETENSORS_DTYPES and \
+            isinstance(entry.get("shape"), list) and len(entry["shape"]) <= 8 and \
+            all(type(d) is int and 0 <= d < 2**40 for d in entry["shape"]) and \
+            isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2 and \
+            all(type(o) is int and 0 <= o for o in entry["data_offsets"])
+        _need(ok, file, f"header entry for {str(name)[:60]!r} is malformed; the file is corrupt")
+        dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+        begin, stop = entry["data_offsets"]
+        nbytes = math.prod(entry["shape"]) * dtype.itemsize
+        _need(stop - begin == nbytes, file, f"tensor {str(name)[:60]!r}: its byte range does not match its shape")
+        out[name] = (tuple(entry["shape"]), dtype)
+        end = max(end, stop)
+    _need(8 + n + end == size, file, f"truncated or corrupt (its header describes {8 + n + end:,} bytes but the "
+                                     f"file holds {size:,})")
+    return out
+
+
+def expected_tensors(module: torch.nn.Module, prefix: str = "") -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    return {prefix + k: (tuple(v.shape), v.dtype) for k, v in module.state_dict().items()}
+
+
+def check_header(file: Path, expected: dict[str, tuple[tuple[int, ...], torch.dtype]], prefix: str = "") -> None:
+    """Compare the file's tensor names, shapes and dtypes (under ``prefix``) with ``expected`` before any
+    tensor is read, so a file that does not fit the architecture is refused without allocating it."""
+    got = {k: v for k, v in tensor_header(file).items() if k.startswith(prefix)}
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    if missing or extra:
+        raise CheckpointError(f"{file}: tensors do not match the architecture in {META_FILE} "
+                              f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                              f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''})")
+    for k, (shape, dtype) in expected.items():
+        if got[k] != (shape, dtype):
+            raise CheckpointError(f"{file}: tensor {k} has shape {got[k][0]} {got[k][1]}, expected {shape} {dtype}")
+
+
+def generator_on_meta(meta: dict) -> torch.nn.Module:
+    """The generator that ``meta`` describes, built on the meta device (shapes only, no memory), after
+    checking its size against MAX_PARAMETERS."""
+    from .networks import build_generator
+
+    cfg, image = meta["config"], meta["image"]
+    with torch.device("meta"):
+        g = build_generator(cfg["arch"], cfg["z_dim"], len(meta["class_names"]), image["channels"], image["size"],
+                            cfg["g_width"])
+    n = sum(p.numel() for p in g.parameters())
+    if n > MAX_PARAMETERS:
+        raise CheckpointError(f"{META_FILE}: the generator it describes has {n:,} parameters, more than this "
+                              f"product serves ({MAX_PARAMETERS:,}); refusing to allocate it")
+    return g
+
+
+def allocation_error(e: BaseException) -> bool:
+    """Whether an exception is a failed memory allocation (CPU or GPU)."""
+    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e)))
 
 
 def read_tensors(file: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import shutil
 import sys
@@ -10,11 +11,13 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import distributed
-from .checkpoints import CheckpointError, latest_checkpoint, read_meta
+from .checkpoints import MAX_PARAMETERS, CheckpointError, allocation_error, latest_checkpoint, read_meta
 from .config import TrainConfig
 from .data import DATASETS, EMNIST_SPLITS, SPLITS, DatasetError, load_dataset
 from .losses import LOSSES
-from .networks import ARCHITECTURES
+from .networks import ARCHITECTURES, parameter_count
+from .runs import (lock_run, newest_intact_checkpoint, original_command, reset_run_without_checkpoint,
+                   reusable_without_checkpoint)
 from .training import TrainingDiverged, fit, write_run_info
 
 # Per-architecture defaults: the tutorial models keep their tutorials' settings.
@@ -188,6 +191,15 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(message)
 
 
+def check_size(cfg: TrainConfig, dataset) -> None:
+    """Refuse networks larger than the product is built for before allocating them."""
+    c, s, _ = dataset.image_shape
+    g, d = parameter_count(cfg.arch, cfg.z_dim, dataset.num_classes, c, s, cfg.g_width, cfg.d_width)
+    if max(g, d) > MAX_PARAMETERS:
+        raise ValueError(f"this configuration gives a generator of {g:,} and a discriminator of {d:,} parameters; "
+                         f"the limit is {MAX_PARAMETERS:,} each: lower --g-width/--d-width or --z-dim")
+
+
 def check_writable(folder: Path) -> None:
     """Fail now, not after hours of training, when the run folder cannot take checkpoints."""
     probe = folder / ".write-test"
@@ -217,14 +229,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return run(parser, args, argv)
+        with contextlib.ExitStack() as cleanup:  # releases the run folder's lock however run() ends
+            return run(parser, args, argv, cleanup)
     except (DatasetError, CheckpointError, ValueError, OSError, TrainingDiverged) as e:
         # Expected failures get one clear line, not a traceback.
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (RuntimeError, MemoryError) as e:
+        if not allocation_error(e):
+            raise
+        print(f"error: out of memory ({str(e).splitlines()[0][:200]}); lower --batch-size or the model's widths, "
+              f"or use another --device", file=sys.stderr)
+        return 2
 
 
-def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str],
+        cleanup: contextlib.ExitStack) -> int:
     dist_info, device = distributed.init(args.device)
     args.device_type = device.type
     resume_from = None
@@ -237,10 +257,18 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
                              f"checkpoint. Only --steps/--epochs, --device, --data-dir and the --*-every "
                              f"options may be given with --resume")
         run_dir = Path(args.resume)
-        resume_from = latest_checkpoint(run_dir)
+        if not run_dir.is_dir():
+            raise CheckpointError(f"--resume {run_dir}: no such run folder")
+        if dist_info.is_main:
+            cleanup.callback(lock_run(run_dir).close)  # before touching anything in the folder
+        resume_from = newest_intact_checkpoint(run_dir, move_damaged=dist_info.is_main,
+                                               warn=lambda m: print(m, file=sys.stderr))
         if resume_from is None:
-            raise CheckpointError(f"{run_dir} holds no complete checkpoint to resume from "
-                                  f"(expected {run_dir}/checkpoints/step-*/)")
+            command = original_command(run_dir)
+            again = (f"start it again with its first command, which reuses a run folder that holds no "
+                     f"checkpoint: {command}" if command else f"start a new run with --out {run_dir}")
+            raise CheckpointError(f"{run_dir} holds no complete checkpoint to resume from (expected "
+                                  f"{run_dir}/checkpoints/step-*/; the run stopped before its first one): {again}")
         meta = read_meta(resume_from)
         cfg = TrainConfig.from_dict(meta["config"])
         validate(cfg)  # the config comes from checkpoint.json: check it before anything uses it
@@ -262,12 +290,18 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
         cfg.steps = steps if steps is not None else resolve_steps(
             argparse.Namespace(steps=None, epochs=10), cfg, len(dataset), dist_info.world_size)
         run_dir = Path(args.out or f"runs/{cfg.dataset}-{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if dist_info.is_main and run_dir.exists() and any(run_dir.iterdir()):
-            raise ValueError(f"--out {run_dir} exists and is not empty; choose a new folder, or continue that "
-                             f"run with --resume {run_dir}")
     validate(cfg)
+    check_size(cfg, dataset)
     if dist_info.is_main:
         check_writable(run_dir)
+        if not args.resume:
+            cleanup.callback(lock_run(run_dir).close)  # held until this process ends: one writer per run folder
+        if not args.resume and any(p.name != ".lock" for p in run_dir.iterdir()):
+            if not reusable_without_checkpoint(run_dir):
+                raise ValueError(f"--out {run_dir} exists and is not empty; choose a new folder, or continue that "
+                                 f"run with --resume {run_dir}")
+            print(f"reusing {run_dir}: an earlier run there stopped before its first checkpoint", file=sys.stderr)
+            reset_run_without_checkpoint(run_dir)
         write_run_info(run_dir, ["train.py", *argv], cfg, dataset, device, resumed=resume_from is not None)
         print(f"cgan-studio: {cfg.arch} on {cfg.dataset} ({cfg.split}, {len(dataset):,} images, "
               f"{dataset.num_classes} classes) | device {device} x{dist_info.world_size} | "
@@ -280,7 +314,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
         latest = latest_checkpoint(run_dir)
         then = (f"the latest complete checkpoint, {latest}, is intact: free some space (or fix the folder) and "
                 f"continue with: python train.py --resume {run_dir}") if latest else \
-            "no checkpoint was written yet: free some space and start again with a new --out"
+            "no checkpoint was written yet: free some space and start again with the same command (a run folder " \
+            "that holds no checkpoint is reused)"
         raise OSError(f"training stopped: {e}; {then}") from e
     finally:
         distributed.shutdown(dist_info)

@@ -13,6 +13,7 @@ Two ways to get the files:
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import string
 from dataclasses import dataclass
@@ -106,29 +107,48 @@ def unknown_dataset_message(name: str) -> str:
 
 # ----------------------------------------------------------------------------- file readers
 
+MAX_IDX_BYTES = 1 << 30  # 1 GiB of pixels: EMNIST byclass train, the largest official file, holds 547 MB
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (gzipped or not) into a numpy array, checking its header against its size."""
+    """Read an IDX file (gzipped or not) into a numpy array. The header is read and checked first; then
+    exactly the bytes it announces are read (streaming, for gzip), so a file larger or smaller than its
+    header says, or a decompression bomb, is refused before its contents are held in memory."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as e:  # gzip raises these for truncated or non-gzip files
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0:
+                raise DatasetError(f"{path} is not an IDX file (bad magic number)")
+            dtype_code, ndim = head[2], head[3]
+            if dtype_code != 0x08:
+                raise DatasetError(f"{path}: only unsigned-byte IDX files are supported (type 0x{dtype_code:02x})")
+            if not 1 <= ndim <= 4:
+                raise DatasetError(f"{path}: {ndim} dimensions in the header; IDX image and label files have 1 to 3")
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise DatasetError(f"{path} is truncated (header incomplete)")
+            shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
+            expected = math.prod(shape)  # Python integers: no overflow, however large the header's numbers
+            if expected > MAX_IDX_BYTES:
+                raise DatasetError(f"{path}: header says shape {shape} ({expected:,} bytes), more than the "
+                                   f"{MAX_IDX_BYTES:,} this reader accepts; the file is corrupt or not a dataset file")
+            data = bytearray(expected)
+            got = f.readinto(memoryview(data)) if expected else 0
+            while got < expected:  # gzip may return fewer bytes per call
+                n = f.readinto(memoryview(data)[got:])
+                if not n:
+                    break
+                got += n
+            extra = len(f.read(1))
+    except (OSError, EOFError, gzip.BadGzipFile) as e:  # gzip raises these for truncated or non-gzip files
         raise DatasetError(f"cannot read IDX file {path}: {e}") from e
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise DatasetError(f"{path} is not an IDX file (bad magic number)")
-    dtype_code, ndim = data[2], data[3]
-    if dtype_code != 0x08:
-        raise DatasetError(f"{path}: only unsigned-byte IDX files are supported (type 0x{dtype_code:02x})")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DatasetError(f"{path} is truncated (header incomplete)")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape)) if shape else 0
-    if len(data) - header != expected:
-        raise DatasetError(f"{path}: header says shape {shape} ({expected} bytes) but the file holds "
-                           f"{len(data) - header} bytes; the file is truncated or corrupt, download it again")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+    if got != expected or extra:
+        held = f"{got:,}" if got != expected else f"more than {expected:,}"
+        raise DatasetError(f"{path}: header says shape {shape} ({expected:,} bytes) but the file holds {held} "
+                           f"bytes; the file is truncated or corrupt, download it again")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
 def _find(folder: Path, stem: str) -> Path | None:

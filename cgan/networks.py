@@ -204,3 +204,12 @@ def build_generator(arch: str, z_dim: int, num_classes: int, channels: int, size
 
 def build_discriminator(arch: str, num_classes: int, channels: int, size: int, width: int) -> nn.Module:
     return ARCHITECTURES[arch][1](num_classes, channels, size, width)
+
+
+def parameter_count(arch: str, z_dim: int, num_classes: int, channels: int, size: int, g_width: int,
+                    d_width: int) -> tuple[int, int]:
+    """(generator, discriminator) parameter counts, from networks built on the meta device (no memory)."""
+    with torch.device("meta"):
+        g = build_generator(arch, z_dim, num_classes, channels, size, g_width)
+        d = build_discriminator(arch, num_classes, channels, size, d_width)
+    return sum(p.numel() for p in g.parameters()), sum(p.numel() for p in d.parameters())

@@ -1,22 +1,23 @@
 """A loss-curve PNG drawn with Pillow (no plotting library needed for two lines)."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from .runs import read_loss_rows
 
 SERIES = (("d_loss", (214, 39, 40)), ("g_loss", (31, 119, 180)))
 
 
 def plot_losses(csv_path: str | Path, png_path: str | Path, width: int = 800, height: int = 400) -> Path | None:
-    """Plot d_loss and g_loss against step from the run's losses.csv. Returns None when there is no data."""
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    """Plot d_loss and g_loss against step from the run's losses.csv (its readable rows: a log damaged by a
+    crash is read as far as it goes). Returns None when there is no data."""
+    rows = read_loss_rows(Path(csv_path))
     if not rows:
         return None
-    steps = [float(r["step"]) for r in rows]
-    values = {name: [float(r[name]) for r in rows] for name, _ in SERIES}
+    steps = [r["step"] for r in rows]
+    values = {name: [r[name] for r in rows] for name, _ in SERIES}
     lo = min(min(v) for v in values.values())
     hi = max(max(v) for v in values.values())
     if hi - lo < 1e-9:

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoints import CheckpointError
+from .checkpoints import CheckpointError, allocation_error
 from .images import make_grid, save_png, upscale
 from .sampling import MAX_SEED, Sampler
 
 MAX_IMAGES = 1_000_000
+MAX_BYTES = 2 << 30  # of images held in memory at once (and written to the npz)
 
 
 def parse_classes(text: str | None, sampler: Sampler) -> list[int]:
@@ -73,11 +74,20 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--scale must be in [1, 16]")
         sampler = Sampler.load(args.checkpoint, args.device)
         classes = parse_classes(args.classes, sampler)
-        if len(classes) * args.per_class > MAX_IMAGES:
-            raise ValueError(f"{len(classes) * args.per_class:,} images requested; the limit is {MAX_IMAGES:,}")
+        n = len(classes) * args.per_class
+        image = sampler.meta["image"]
+        nbytes = n * image["size"] ** 2 * image["channels"]
+        if n > MAX_IMAGES or nbytes > MAX_BYTES:
+            raise ValueError(f"{n:,} images requested ({nbytes / 2**20:,.0f} MiB); the limits are {MAX_IMAGES:,} "
+                             f"images and {MAX_BYTES / 2**20:,.0f} MiB: lower --per-class or name fewer --classes")
         images, labels = sampler.sample(classes, args.per_class, args.seed, args.truncation)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (RuntimeError, MemoryError) as e:
+        if not allocation_error(e):
+            raise
+        print("error: out of memory while sampling; lower --per-class or name fewer --classes", file=sys.stderr)
         return 2
     if args.out:
         write_npz(args.out, images, labels)

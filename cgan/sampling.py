@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import (GENERATOR_FILE, REAL_SAMPLES_FILE, CheckpointError, load_module, read_meta,
-                          read_tensors, resolve_checkpoint)
+from .checkpoints import (GENERATOR_FILE, REAL_SAMPLES_FILE, CheckpointError, allocation_error, check_header,
+                          expected_tensors, generator_on_meta, load_module, read_meta, read_tensors,
+                          resolve_checkpoint, tensor_header)
 from .networks import build_generator
 
 MAX_SEED = 2**63 - 1
@@ -60,11 +61,20 @@ class Sampler:
         folder = resolve_checkpoint(path)
         meta = read_meta(folder)
         cfg, image = meta["config"], meta["image"]
-        g = build_generator(cfg["arch"], cfg["z_dim"], len(meta["class_names"]), image["channels"],
-                            image["size"], cfg["g_width"])
-        load_module(g, read_tensors(folder / GENERATOR_FILE), folder / GENERATOR_FILE)
+        # Shapes first, memory second: the network's size is capped and the file's header must match it
+        # before a single weight is allocated (a hostile checkpoint.json cannot make us allocate gigabytes).
+        check_header(folder / GENERATOR_FILE, expected_tensors(generator_on_meta(meta)))
         device = torch.device(device)
-        g = g.to(device).eval().requires_grad_(False)
+        try:
+            g = build_generator(cfg["arch"], cfg["z_dim"], len(meta["class_names"]), image["channels"],
+                                image["size"], cfg["g_width"])
+            load_module(g, read_tensors(folder / GENERATOR_FILE), folder / GENERATOR_FILE)
+            g = g.to(device).eval().requires_grad_(False)
+        except (RuntimeError, MemoryError) as e:
+            if not allocation_error(e):
+                raise
+            raise CheckpointError(f"{folder}: not enough memory to load this generator on {device}; close other "
+                                  f"programs or use a smaller model") from None
         if device.type == "cpu":
             # Measured: channels-last convolutions and upsampling are ~2x faster on CPU for this model.
             g = g.to(memory_format=torch.channels_last)
@@ -141,13 +151,38 @@ class Sampler:
 
     def real_samples(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The bundled real images (uint8, upright) and labels of an exported checkpoint, if any."""
-        file = self.folder / REAL_SAMPLES_FILE
-        if not file.is_file():
-            return None
-        t = read_tensors(file)
-        if "images" not in t or "labels" not in t or t["images"].dtype != torch.uint8:
-            raise CheckpointError(f"{file}: expected uint8 'images' and int64 'labels'")
-        return t["images"].numpy(), t["labels"].numpy()
+        return read_real_samples(self.folder, self.meta)
+
+
+MAX_REAL_SAMPLES = 100_000
+
+
+def read_real_samples(folder: Path, meta: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """``real_samples.safetensors`` of a checkpoint folder, validated against its checkpoint.json: uint8
+    images (N, H, W) or (N, H, W, 3) of the checkpoint's image shape, int64 labels (N,) naming its classes.
+    None when the folder has no such file."""
+    file = Path(folder) / REAL_SAMPLES_FILE
+    if not file.is_file():
+        return None
+    size, channels, k = meta["image"]["size"], meta["image"]["channels"], len(meta["class_names"])
+    image_shape = (size, size) if channels == 1 else (size, size, 3)
+    header = tensor_header(file)
+    if set(header) != {"images", "labels"}:
+        raise CheckpointError(f"{file}: expected exactly the tensors 'images' and 'labels', found "
+                              f"{sorted(header)[:5]}")
+    (ishape, idtype), (lshape, ldtype) = header["images"], header["labels"]
+    if idtype != torch.uint8 or tuple(ishape[1:]) != image_shape or not 1 <= ishape[0] <= MAX_REAL_SAMPLES:
+        raise CheckpointError(f"{file}: 'images' must be uint8 of shape (N, {', '.join(map(str, image_shape))}) "
+                              f"with 1 <= N <= {MAX_REAL_SAMPLES:,}, found {ishape} {idtype}")
+    if ldtype != torch.int64 or lshape != (ishape[0],):
+        raise CheckpointError(f"{file}: 'labels' must be int64 of shape ({ishape[0]},), one per image, found "
+                              f"{lshape} {ldtype}")
+    t = read_tensors(file)
+    labels = t["labels"].numpy()
+    if labels.min() < 0 or labels.max() >= k:
+        raise CheckpointError(f"{file}: labels must be class indices 0 to {k - 1}, found {labels.min()} to "
+                              f"{labels.max()}")
+    return t["images"].numpy(), labels
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Sampler:

@@ -38,9 +38,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoints import EVALUATOR_FILE, META_FILE, CheckpointError, read_meta
+from .checkpoints import (EVALUATOR_FILE, GENERATOR_FILE, META_FILE, CheckpointError, check_header,
+                          expected_tensors, generator_on_meta, read_meta)
 from .images import make_grid, upscale
-from .sampling import Sampler, latents, lerp, slerp
+from .sampling import Sampler, latents, lerp, read_real_samples, slerp
 
 log = logging.getLogger("cgan.studio")
 
@@ -62,6 +63,7 @@ PAD = 2
 PREFERRED_ORDER = ("mnist", "fashion-mnist", "emnist")
 FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_CARD_BYTES = 256 * 1024
+CARD_FILE = "MODEL_CARD.md"
 
 
 class InputError(ValueError):
@@ -71,7 +73,12 @@ class InputError(ValueError):
 # ----------------------------------------------------------------------------- validation
 
 def show(value, limit: int = 60) -> str:
-    """A request's value for an error message: its repr, cut short (a request may send megabytes)."""
+    """A request's value for an error message: its repr, cut short (a request may send megabytes, or an
+    integer with thousands of digits, which Python would refuse to print past 4,300)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and abs(int(value)) >= 10**20:
+        return f"a number with about {int(abs(int(value)).bit_length() * 0.30103) + 1:,} digits"
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and abs(value) >= 1e20:
+        return f"{float(value):.3g}"
     r = repr(value)
     return r if len(r) <= limit else f"{r[:limit]}... ({len(r):,} characters)"
 
@@ -85,7 +92,7 @@ def check_int(value, name: str, lo: int, hi: int) -> int:
             raise InputError(f"{name} must be a whole number from {lo} to {hi}, got {show(value)}")
     v = int(value)
     if not lo <= v <= hi:
-        raise InputError(f"{name} must be from {lo} to {hi}, got {v}")
+        raise InputError(f"{name} must be from {lo} to {hi}, got {show(value)}")
     return v
 
 
@@ -197,6 +204,85 @@ class DatasetEntry:
     title: str         # what the dropdown shows
     folder: Path
     meta: dict
+    real: tuple[np.ndarray, np.ndarray] | None = None   # bundled real images and labels, read at scan time
+    card: str = ""     # the model card (Markdown), read at scan time
+    parameters: int = 0  # of the generator
+
+
+# ----------------------------------------------------------------------------- text from checkpoints
+
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]|~])")  # every text placed here is mid-line
+
+
+def md(text) -> str:
+    """Text from a checkpoint (class names, titles, licences) as literal Markdown text: HTML and Markdown
+    syntax are escaped, so a class name like ``<img src=http://...>`` is shown as typed, never fetched."""
+    text = " ".join(str(text).split())
+    text = text.replace("<", "&lt;").replace(">", "&gt;")
+    text = MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    return re.sub(r"(?i)(://|www\.)", lambda m: m.group(1).replace("/", "\\/").replace(".", "\\."), text)  # no autolinks
+
+
+def quoted(name) -> str:
+    return f"'{md(name)}'"
+
+
+def safe_card(text: str) -> str:
+    """A MODEL_CARD.md for display: raw HTML is shown as text and images are not loaded (a card may come
+    from anywhere; the studio works offline and fetches nothing a checkpoint names)."""
+    text = text.replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("![", "!\\[")
+
+
+# ----------------------------------------------------------------------------- per-request budget
+
+CLASS_PAGE = 64                   # an overview ("All classes") shows at most this many classes, one row each
+MAX_GENERATED_PIXELS = 2_000_000  # model work per request: images generated x pixels per image
+MAX_GIF_PIXELS = 24_000_000       # all frames of one GIF together, after scaling
+
+
+def class_pages(k: int) -> list[str]:
+    """Overview choices for a checkpoint with ``k`` classes: "All classes", or pages of CLASS_PAGE classes."""
+    if k <= CLASS_PAGE:
+        return [ALL_CLASSES]
+    return [f"Classes {a + 1}-{min(a + CLASS_PAGE, k)}" for a in range(0, k, CLASS_PAGE)]
+
+
+def check_budget(images: int, image_pixels: int, what: str, fewer: str) -> None:
+    """Refuse a request that would generate more than MAX_GENERATED_PIXELS, saying what to ask for."""
+    if images * image_pixels > MAX_GENERATED_PIXELS:
+        limit = max(1, MAX_GENERATED_PIXELS // image_pixels)
+        raise InputError(f"{what} would generate {images:,} images; one request may generate at most {limit:,} "
+                         f"of this size: {fewer}")
+
+
+def check_side(shape: tuple[int, ...], what: str, fewer: str, limit: int = MAX_SIDE) -> None:
+    if max(shape[0], shape[1]) > limit:
+        raise InputError(f"{what} would be {shape[1]}x{shape[0]} pixels even at display scale 1 (the limit is "
+                         f"{limit} per side): {fewer}")
+
+
+# ----------------------------------------------------------------------------- reading a checkpoint folder
+
+def read_entry(folder: Path) -> DatasetEntry:
+    """Everything the studio serves from a folder except the generator weights: checkpoint.json, the
+    generator file's header (shapes checked against the architecture, nothing allocated), the real
+    samples, the model card. All read now, at start, so a damaged file is found before anyone asks for it
+    and no later change to the folder (a file swapped for a symbolic link) is ever read."""
+    meta = read_meta(folder)
+    generator = generator_on_meta(meta)
+    check_header(folder / GENERATOR_FILE, expected_tensors(generator))
+    title = meta["dataset"].get("title") or meta["dataset"]["name"]
+    entry = DatasetEntry(folder.name, str(title), folder, meta, real=read_real_samples(folder, meta),
+                         parameters=sum(p.numel() for p in generator.parameters()))
+    card = folder / CARD_FILE
+    if card.is_file():
+        if card.stat().st_size > MAX_CARD_BYTES:
+            raise CheckpointError(f"{card}: larger than {MAX_CARD_BYTES:,} bytes")
+        entry.card = safe_card(card.read_text(encoding="utf-8", errors="replace"))
+    else:
+        entry.card = built_card(entry)
+    return entry
 
 
 # ----------------------------------------------------------------------------- the studio
@@ -210,32 +296,38 @@ class Studio:
         self.temp = temp or TempFiles()
         self._lock = threading.Lock()
         self._samplers: dict[str, Sampler] = {}
-        self._real: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
-        self._real_nn: dict[str, np.ndarray] = {}
+        self._real_nn: dict[str, float] = {}
         self.skipped: dict[str, str] = {}
         self.entries = self._scan()
 
     # --- listing
+    def _skip(self, folder: Path, why: str) -> None:
+        self.skipped[folder.name] = why
+        log.warning("skipping %s: %s", folder, why)
+
     def _scan(self) -> dict[str, DatasetEntry]:
+        """Every usable checkpoint folder. A folder that cannot be served is skipped with one log line that
+        names the file and the problem (also kept in ``self.skipped``); the others are served."""
         if not self.root.is_dir():
             raise FileNotFoundError(f"checkpoints folder {self.root} does not exist")
         found = {}
         root = self.root.resolve()
         for p in sorted(self.root.iterdir()):
-            if not (p.is_dir() and FOLDER_NAME.match(p.name) and (p / META_FILE).is_file()):
-                continue
-            if escapes(p, root):  # everything the app reads lies inside the checkpoints folder
-                self.skipped[p.name] = f"{p} is or holds a symbolic link to outside {root}"
-                log.warning("skipping %s: a symbolic link leads outside %s", p, root)
-                continue
             try:
-                meta = read_meta(p)
+                if not (p.is_dir() and (p / META_FILE).is_file()):
+                    continue
+                if not FOLDER_NAME.match(p.name):
+                    self._skip(p, "its name is not served (use letters, digits, '.', '_' and '-', at most 64 "
+                                  "characters, starting with a letter or digit)")
+                    continue
+                if escapes(p, root):  # everything the app reads lies inside the checkpoints folder
+                    self._skip(p, f"it is or holds a symbolic link to outside {root}")
+                    continue
+                found[p.name] = read_entry(p)
             except CheckpointError as e:
-                self.skipped[p.name] = str(e)
-                log.warning("skipping %s: %s", p, e)
-                continue
-            title = meta["dataset"].get("title") or meta["dataset"]["name"]
-            found[p.name] = DatasetEntry(p.name, str(title), p, meta)
+                self._skip(p, str(e))
+            except (OSError, ValueError, RecursionError, MemoryError) as e:
+                self._skip(p, f"unreadable ({type(e).__name__}: {show(str(e), 200)})")
         titles = [e.title for e in found.values()]
         for e in found.values():  # two checkpoints of one dataset: tell them apart by folder name
             if titles.count(e.title) > 1:
@@ -260,7 +352,9 @@ class Studio:
         return list(self.entry(dataset).meta["class_names"])
 
     def class_choices(self, dataset) -> list[str]:
-        return [ALL_CLASSES] + self.class_names(dataset)
+        """The overview choice(s) first ("All classes", or pages of classes), then every class."""
+        names = self.class_names(dataset)
+        return class_pages(len(names)) + names
 
     def describe(self) -> dict:
         """Datasets and their classes, for API clients."""
@@ -276,6 +370,9 @@ class Studio:
             with self._lock:
                 s = self._samplers.get(entry.name)
                 if s is None:
+                    if escapes(entry.folder, self.root.resolve()):  # changed since the scan: refuse it now
+                        raise CheckpointError(f"{entry.folder} now holds a symbolic link leading outside "
+                                              f"{self.root}; restart the studio once it is fixed")
                     t = time.perf_counter()
                     s = Sampler.load(entry.folder)
                     self._samplers[entry.name] = s
@@ -283,55 +380,77 @@ class Studio:
         return s
 
     def preload(self) -> None:
-        """Load every model (and run it once, so the first request is not the slow one)."""
+        """Load every model and run it once (so the first request is not the slow one). A model that fails
+        to load is dropped from the listing with one log line; the others are served."""
         for name in self.names:
-            s = self.sampler(name)
-            s.sample([0], 1, seed=0)
+            try:
+                self.sampler(name).sample([0], 1, seed=0)
+            except (CheckpointError, OSError, ValueError, RuntimeError, MemoryError) as e:
+                entry = self.entries.pop(name)
+                self._skip(entry.folder, str(e) if isinstance(e, CheckpointError) else
+                           f"the generator cannot be loaded ({type(e).__name__}: {show(str(e), 200)})")
 
     def real(self, dataset) -> tuple[np.ndarray, np.ndarray] | None:
-        name = self.entry(dataset).name
-        if name not in self._real:
-            self._real[name] = self.sampler(name).real_samples()
-        return self._real[name]
+        return self.entry(dataset).real
 
     def _real_or_error(self, dataset) -> tuple[np.ndarray, np.ndarray]:
         real = self.real(dataset)
         if real is None:
-            raise InputError(f"the {self._title(self.sampler(dataset))} checkpoint has no bundled real images "
+            raise InputError(f"the {self.entry(dataset).title} checkpoint has no bundled real images "
                              "(real_samples.safetensors)")
         return real
 
-    def _class(self, sampler: Sampler, value, name: str = "class", allow_all: bool = False) -> int | None:
-        """Class index for a class name, or None for "All classes" (when allowed)."""
+    def _class(self, sampler: Sampler, value, name: str = "class") -> int:
+        """The index of one class, by name."""
         names = sampler.class_names
-        if allow_all and value == ALL_CLASSES:
-            return None
-        if value == ALL_CLASSES:
-            raise InputError(f"{name}: choose one class here, not {ALL_CLASSES!r}")
+        if value in class_pages(len(names)) and value not in names:
+            raise InputError(f"{name}: choose one class here, not {show(value)}")
         return names.index(check_choice(value, name, names, f" for {self._title(sampler)}"))
 
-    @staticmethod
-    def _title(sampler: Sampler) -> str:
-        return sampler.meta["dataset"].get("title") or sampler.dataset
+    def _classes(self, sampler: Sampler, value) -> tuple[list[int], str | None]:
+        """Class indices for a class name, "All classes" or a page ("Classes 65-128"), and for an overview
+        a description of the rows (None for one class)."""
+        names = sampler.class_names
+        k = len(names)
+        if value in names:
+            return [names.index(value)], None
+        pages = class_pages(k)
+        if value in pages:
+            if value == ALL_CLASSES:
+                return list(range(k)), f"all {k} classes (one row each)"
+            a, b = (int(x) for x in value.split(" ", 1)[1].split("-"))
+            return list(range(a - 1, b)), f"classes {a}-{b} of {k} (one row each)"
+        if value == ALL_CLASSES:
+            raise InputError(f"this checkpoint has {k:,} classes, more than one view shows ({CLASS_PAGE}): choose "
+                             f"a page of classes ({pages[0]!r} to {pages[-1]!r}) or one class")
+        check_choice(value, "class", pages + names, f" for {self._title(sampler)}")
+        raise AssertionError("unreachable")
+
+    def _title(self, sampler: Sampler) -> str:
+        return md(sampler.meta["dataset"].get("title") or sampler.dataset)
 
     # --- generate
     def generate(self, dataset, class_name, seed, rows=4, cols=8, truncation=1.0, scale=3):
-        """A grid of class ``class_name`` (rows x cols: images 0..rows*cols-1 of the seed), or with "All classes"
-        one row per class of images 0..cols-1. Returns (uint8 image, caption)."""
+        """A grid of class ``class_name`` (rows x cols: images 0..rows*cols-1 of the seed), or for an overview
+        ("All classes", or a page of classes) one row per class of images 0..cols-1. Returns (uint8 image,
+        caption)."""
         s = self.sampler(dataset)
-        k = self._class(s, class_name, allow_all=True)
+        classes, overview = self._classes(s, class_name)
         seed = check_int(seed, "seed", 0, MAX_SEED)
         rows = check_int(rows, "rows", 1, MAX_GRID)
         cols = check_int(cols, "columns", 1, MAX_GRID)
         psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
         scale = check_int(scale, "display scale", 1, MAX_SCALE)
-        if k is None:
-            images, _ = s.sample(range(s.num_classes), cols, seed=seed, truncation=psi)
-            rows = s.num_classes
-            what = f"all {s.num_classes} classes (one row each), images 0-{cols - 1}"
+        size = s.meta["image"]["size"]
+        if overview:
+            rows = len(classes)
+            what = f"{overview}, images 0-{cols - 1}"
         else:
-            images, _ = s.sample([k], rows * cols, seed=seed, truncation=psi)
-            what = f"class {s.class_names[k]!r}, images 0-{rows * cols - 1} in reading order"
+            what = f"class {quoted(s.class_names[classes[0]])}, images 0-{rows * cols - 1} in reading order"
+        fewer = "ask for fewer columns or rows, or one class"
+        check_budget(rows * cols, size * size, "this grid", fewer)
+        check_side(grid_shape(rows, cols, size), "this grid", fewer)
+        images, _ = s.sample(classes, cols if overview else rows * cols, seed=seed, truncation=psi)
         grid = make_grid(images, rows, cols, pad=PAD)
         used = fit_scale(grid.shape, scale)
         caption = f"{self._title(s)}: {what}; seed {seed}, truncation {psi:g}"
@@ -342,25 +461,25 @@ class Studio:
     # --- latent interpolation
     def interpolate(self, dataset, class_name, seed_a, seed_b, frames=16, method="spherical", truncation=1.0, scale=3):
         """Frames from image 0 of seed A to image 0 of seed B (same class). Returns (strip, GIF path,
-        caption). With "All classes" the strip has one row per class and each GIF frame shows them all."""
+        caption). For an overview the strip has one row per class and each GIF frame shows them all."""
         s = self.sampler(dataset)
-        k = self._class(s, class_name, allow_all=True)
+        classes, overview = self._classes(s, class_name)
         seed_a = check_int(seed_a, "seed A", 0, MAX_SEED)
         seed_b = check_int(seed_b, "seed B", 0, MAX_SEED)
         frames = check_int(frames, "frames", MIN_FRAMES, MAX_FRAMES)
         method = check_choice(method, "interpolation method", METHODS)
         psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
         scale = check_int(scale, "display scale", 1, MAX_SCALE)
+        self._check_animation(s, len(classes), frames)
         with torch.inference_mode():
             ends = torch.cat([latents(seed_a, [0], s.z_dim), latents(seed_b, [0], s.z_dim)])
             t = torch.linspace(0, 1, frames)
             z = (slerp if method == "spherical" else lerp)(ends[:1], ends[1:], t) * psi
-            classes = [k] if k is not None else list(range(s.num_classes))
             zz = z.repeat(len(classes), 1)
             y = torch.tensor(classes, dtype=torch.int64).repeat_interleave(frames)
             images = s.generate(zz, y)
             images = images.reshape((len(classes), frames) + images.shape[1:])
-        title = f"{self._title(s)}, " + (f"class {s.class_names[k]!r}" if k is not None else "all classes")
+        title = f"{self._title(s)}, " + (overview or f"class {quoted(s.class_names[classes[0]])}")
         caption = (f"{title}: {method} interpolation, seed {seed_a} -> seed {seed_b}, {frames} frames, "
                    f"truncation {psi:g}")
         return self._strip_and_gif(images, scale, caption)
@@ -376,15 +495,29 @@ class Studio:
         frames = check_int(frames, "frames", MIN_FRAMES, MAX_FRAMES)
         psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
         scale = check_int(scale, "display scale", 1, MAX_SCALE)
+        self._check_animation(s, 1, frames)
         with torch.inference_mode():
             z = (latents(seed, [0], s.z_dim) * psi).repeat(frames, 1)
             t = torch.linspace(0, 1, frames)[:, None]
             eye = torch.eye(s.num_classes)
             w = (1 - t) * eye[a] + t * eye[b]
             images = s.generate(z, w)[None]
-        caption = (f"{self._title(s)}: class morph {s.class_names[a]!r} -> {s.class_names[b]!r}, seed {seed}, "
-                   f"{frames} frames, truncation {psi:g}")
+        caption = (f"{self._title(s)}: class morph {quoted(s.class_names[a])} -> {quoted(s.class_names[b])}, "
+                   f"seed {seed}, {frames} frames, truncation {psi:g}")
         return self._strip_and_gif(images, scale, caption)
+
+    @staticmethod
+    def _check_animation(s: Sampler, n_rows: int, frames: int) -> None:
+        """The budget of an interpolation or morph: n_rows x frames images, a strip and a GIF."""
+        size = s.meta["image"]["size"]
+        fewer = "ask for fewer frames, or one class"
+        check_budget(n_rows * frames, size * size, "this animation", fewer)
+        strip_rows, strip_cols = (math.ceil(frames / min(frames, STRIP_WRAP)), min(frames, STRIP_WRAP)) \
+            if n_rows == 1 else (n_rows, frames)
+        check_side(grid_shape(strip_rows, strip_cols, size), "this strip of frames", fewer)
+        gif_cols = min(n_rows, MAX_GRID)
+        check_side(grid_shape(math.ceil(n_rows / gif_cols), gif_cols, size), "one frame of this animation",
+                   "choose one class or a smaller page of classes", MAX_GIF_SIDE)
 
     def _strip_and_gif(self, images: np.ndarray, scale: int, caption: str):
         """images: (rows, frames, H, W[, 3]). Strip: one row per class (a single row wraps after
@@ -400,21 +533,26 @@ class Studio:
         gif_rows = math.ceil(n_rows / gif_cols)
         frame_list = [make_grid(images[:, f], gif_rows, gif_cols, pad=PAD) for f in range(frames)]
         g_scale = fit_scale(frame_list[0].shape, scale, MAX_GIF_SIDE)
+        while g_scale > 1 and frames * frame_list[0].shape[0] * frame_list[0].shape[1] * g_scale ** 2 > MAX_GIF_PIXELS:
+            g_scale -= 1
         path = save_gif([upscale(f, g_scale) for f in frame_list], self.temp.new(".gif"))
         return strip, str(path), caption
 
     # --- real vs generated
     def real_vs_generated(self, dataset, class_name, seed, count=8, truncation=1.0, scale=3):
         """Bundled real images of the class (left) beside generated images 0..count-1 (right); one row
-        per class for "All classes". Returns (image, caption)."""
+        per class for an overview. Returns (image, caption)."""
         s = self.sampler(dataset)
-        k = self._class(s, class_name, allow_all=True)
+        classes, overview = self._classes(s, class_name)
         seed = check_int(seed, "seed", 0, MAX_SEED)
         count = check_int(count, "images per side", 1, MAX_COMPARE)
         psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
         scale = check_int(scale, "display scale", 1, MAX_SCALE)
         real_images, real_labels = self._real_or_error(dataset)
-        classes = [k] if k is not None else list(range(s.num_classes))
+        size = s.meta["image"]["size"]
+        fewer = "ask for fewer images per side, or one class"
+        check_budget(len(classes) * count, size * size, "this comparison", fewer)
+        check_side(grid_shape(len(classes), 2 * count, size), "this comparison", fewer)
         fake, _ = s.sample(classes, count, seed=seed, truncation=psi)
         blank = np.full(fake.shape[1:], 40, np.uint8)
         left = []
@@ -423,7 +561,7 @@ class Studio:
             left.extend(picks + [blank] * (count - len(picks)))
         image = hstack([make_grid(np.stack(left), len(classes), count, pad=PAD),
                         make_grid(fake, len(classes), count, pad=PAD)])
-        what = f"class {s.class_names[k]!r}" if k is not None else "every class, one row each"
+        what = overview or f"class {quoted(s.class_names[classes[0]])}"
         caption = (f"{self._title(s)}, {what}: left, real images from the bundled sample; right, generated "
                    f"images 0-{count - 1} of seed {seed} (truncation {psi:g})")
         return upscale(image, fit_scale(image.shape, scale)), caption
@@ -446,13 +584,13 @@ class Studio:
         image = hstack([make_grid(g, 1, 1, pad=PAD), make_grid(real_images[order], 1, len(order), pad=PAD)])
         ref = self.real_reference(dataset, k)
         names = s.class_names
-        lines = [f"Generated image {index} of class **{names[k]}** (seed {seed}, truncation {psi:g}), left, and "
+        lines = [f"Generated image {index} of class **{md(names[k])}** (seed {seed}, truncation {psi:g}), left, and "
                  f"its {len(order)} nearest real images among the {len(real_images)} bundled ones, right "
                  "(L2 distance over pixel values 0-255):", "", "| rank | real class | distance |", "|---|---|---|"]
-        lines += [f"| {i + 1} | {names[int(real_labels[j])]} | {d[j]:.0f} |" for i, j in enumerate(order)]
+        lines += [f"| {i + 1} | {md(names[int(real_labels[j])])} | {d[j]:.0f} |" for i, j in enumerate(order)]
         if ref is not None:
-            lines += ["", f"For scale: a real {names[k]!r} image's nearest other real {names[k]!r} image is at a "
-                          f"median distance of {ref:.0f}. A copy of a training image would be at distance 0."]
+            lines += ["", f"For scale: a real {quoted(names[k])} image's nearest other real {quoted(names[k])} image "
+                          f"is at a median distance of {ref:.0f}. A copy of a training image would be at distance 0."]
         return upscale(image, fit_scale(image.shape, scale)), "\n".join(lines)
 
     def real_reference(self, dataset, k: int) -> float | None:
@@ -472,71 +610,77 @@ class Studio:
 
     # --- model card
     def model_card(self, dataset) -> str:
-        """MODEL_CARD.md of the checkpoint when present, else a card built from checkpoint.json."""
-        e = self.entry(dataset)
-        card = e.folder / "MODEL_CARD.md"
-        if card.is_file() and card.stat().st_size <= MAX_CARD_BYTES:
-            return card.read_text(encoding="utf-8", errors="replace")
-        return self.built_card(e)
-
-    def built_card(self, e: DatasetEntry) -> str:
-        m, cfg, ds = e.meta, e.meta["config"], e.meta["dataset"]
-        names = m["class_names"]
-        tr = m.get("training", {}) if isinstance(m.get("training"), dict) else {}
-        lines = [f"### {e.title}", "",
-                 f"*Model card built from `{e.name}/checkpoint.json` (no MODEL_CARD.md in this checkpoint).*", "",
-                 "**Data**", "",
-                 f"- Dataset: {ds.get('name')}" + (f" ({ds['emnist_split']} split)" if ds.get("emnist_split") else ""),
-                 f"- Training split: {ds.get('split', '?')}, {fmt_count(ds.get('num_images'))} images",
-                 f"- Licence: {ds.get('license', 'not recorded')}",
-                 f"- {len(names)} classes: " + ", ".join(names), "",
-                 "**Architecture**", "",
-                 f"- {cfg.get('arch')} generator, latent size {cfg.get('z_dim')}, width {cfg.get('g_width')}"
-                 f" (discriminator width {cfg.get('d_width')}), loss {cfg.get('loss')}",
-                 f"- Images {m['image']['size']}x{m['image']['size']}, {m['image']['channels']} channel(s)"]
-        if e.name in self._samplers:
-            n = sum(p.numel() for p in self._samplers[e.name].generator.parameters())
-            lines.append(f"- Generator parameters: {n:,}")
-        lines += ["", "**Training**", "",
-                  f"- {m.get('step')} steps of batch {cfg.get('batch_size')}, Adam lr {cfg.get('lr_g')}/"
-                  f"{cfg.get('lr_d')}, betas ({cfg.get('beta1')}, {cfg.get('beta2')}), "
-                  f"EMA decay {cfg.get('ema_decay')}, "
-                  f"augmentation {cfg.get('augment') or 'none'}"]
-        if tr:
-            secs = tr.get("seconds")
-            took = f"{secs / 3600:.2f} h" if isinstance(secs, (int, float)) and secs >= 3600 else \
-                f"{secs:.0f} s" if isinstance(secs, (int, float)) else "?"
-            lines.append(f"- Training time {took} on {tr.get('device', '?')}, {tr.get('processes', 1)} process(es)")
-        if m.get("created"):
-            lines.append(f"- Exported {m['created']}" + (f", code {m['git_commit']}" if m.get("git_commit") else ""))
-        lines += ["", "**Evaluation**", ""]
-        ev = e.folder / "evaluation.json"
-        metrics = []
-        if ev.is_file() and ev.stat().st_size <= MAX_CARD_BYTES:
-            try:
-                metrics = flatten(json.loads(ev.read_text()))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                metrics = []
-        if metrics:
-            lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in metrics[:40]]
-        else:
-            lines.append("- No evaluation results bundled with this checkpoint.")
-        if (e.folder / EVALUATOR_FILE).is_file():
-            lines.append("- An evaluator classifier is bundled (evaluator.safetensors).")
-        lines += ["", "**Sampling**", "",
-                  "- Image j of class k for seed S depends only on (S, k, j): the same in this app, its API and "
-                  "`cgan.load(...).sample(...)`.",
-                  "- Truncation psi scales the latent z ~ N(0, I) by psi (0 < psi <= 1): lower psi gives more "
-                  "typical images and less variety."]
-        return "\n".join(lines)
+        """MODEL_CARD.md of the checkpoint when present, else a card built from checkpoint.json; both read
+        when the studio started."""
+        return self.entry(dataset).card
 
 
-def flatten(obj, prefix: str = "") -> list[tuple[str, str]]:
-    """Scalar leaves of a JSON document as ("a.b", "value") pairs."""
+def grid_shape(rows: int, cols: int, size: int) -> tuple[int, int]:
+    """Height and width in pixels of a make_grid of rows x cols images of size x size at scale 1."""
+    return rows * (size + PAD) + PAD, cols * (size + PAD) + PAD
+
+
+def built_card(e: DatasetEntry) -> str:
+    """A model card from checkpoint.json and evaluation.json, for a folder without MODEL_CARD.md. Every
+    text from those files is escaped."""
+    m, cfg, ds = e.meta, e.meta["config"], e.meta["dataset"]
+    names = m["class_names"]
+    tr = m.get("training", {}) if isinstance(m.get("training"), dict) else {}
+    lines = [f"### {md(e.title)}", "",
+             f"*Model card built from `{e.name}/checkpoint.json` (no MODEL_CARD.md in this checkpoint).*", "",
+             "**Data**", "",
+             f"- Dataset: {md(ds.get('name'))}" + (f" ({md(ds['emnist_split'])} split)" if ds.get("emnist_split") else ""),
+             f"- Training split: {md(ds.get('split', '?'))}, {fmt_count(ds.get('num_images'))} images",
+             f"- Licence: {md(ds.get('license', 'not recorded'))}",
+             f"- {len(names)} classes: " + ", ".join(md(n) for n in names[:CLASS_PAGE]) +
+             (f", ... ({len(names) - CLASS_PAGE} more)" if len(names) > CLASS_PAGE else ""), "",
+             "**Architecture**", "",
+             f"- {md(cfg.get('arch'))} generator, latent size {md(cfg.get('z_dim'))}, width {md(cfg.get('g_width'))}"
+             f" (discriminator width {md(cfg.get('d_width'))}), loss {md(cfg.get('loss'))}",
+             f"- Images {m['image']['size']}x{m['image']['size']}, {m['image']['channels']} channel(s)",
+             f"- Generator parameters: {e.parameters:,}"]
+    lines += ["", "**Training**", "",
+              f"- {md(m.get('step'))} steps of batch {md(cfg.get('batch_size'))}, Adam lr {md(cfg.get('lr_g'))}/"
+              f"{md(cfg.get('lr_d'))}, betas ({md(cfg.get('beta1'))}, {md(cfg.get('beta2'))}), "
+              f"EMA decay {md(cfg.get('ema_decay'))}, augmentation {md(cfg.get('augment') or 'none')}"]
+    if tr:
+        secs = tr.get("seconds")
+        took = f"{secs / 3600:.2f} h" if isinstance(secs, (int, float)) and secs >= 3600 else \
+            f"{secs:.0f} s" if isinstance(secs, (int, float)) else "?"
+        lines.append(f"- Training time {md(took)} on {md(tr.get('device', '?'))}, {md(tr.get('processes', 1))} "
+                     f"process(es)")
+    if m.get("created"):
+        lines.append(f"- Exported {md(m['created'])}" + (f", code {md(m['git_commit'])}" if m.get("git_commit") else ""))
+    lines += ["", "**Evaluation**", ""]
+    ev = e.folder / "evaluation.json"
+    metrics = []
+    if ev.is_file() and ev.stat().st_size <= MAX_CARD_BYTES:
+        try:
+            metrics = flatten(json.loads(ev.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            log.warning("%s: not valid JSON (or nested too deeply); the model card shows no metrics", ev)
+    if metrics:
+        lines += ["| metric | value |", "|---|---|"] + [f"| {md(k)} | {md(v)} |" for k, v in metrics[:40]]
+    else:
+        lines.append("- No evaluation results bundled with this checkpoint.")
+    if (e.folder / EVALUATOR_FILE).is_file():
+        lines.append("- An evaluator classifier is bundled (evaluator.safetensors).")
+    lines += ["", "**Sampling**", "",
+              "- Image j of class k for seed S depends only on (S, k, j): the same in this app, its API and "
+              "`cgan.load(...).sample(...)`.",
+              "- Truncation psi scales the latent z ~ N(0, I) by psi (0 < psi <= 1): lower psi gives more "
+              "typical images and less variety."]
+    return "\n".join(lines)
+
+
+def flatten(obj, prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:
+    """Scalar leaves of a JSON document as ("a.b", "value") pairs, at most 8 levels deep."""
     out = []
+    if depth > 8:
+        return out
     if isinstance(obj, dict):
         for k, v in obj.items():
-            out += flatten(v, f"{prefix}{k}.")
+            out += flatten(v, f"{prefix}{k}.", depth + 1)
     elif isinstance(obj, list):
         if all(not isinstance(v, (dict, list)) for v in obj) and len(obj) <= 12:
             out.append((prefix[:-1], ", ".join(fmt(v) for v in obj)))
@@ -552,4 +696,4 @@ def fmt_count(v) -> str:
 def fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
-    return str(v).replace("|", "/")
+    return show(v, 80) if isinstance(v, int) and not isinstance(v, bool) else str(v)[:200]

@@ -38,9 +38,8 @@ from .images import from_uint8, make_grid, save_png, to_uint8
 from .losses import discriminator_loss, generator_loss
 from .networks import build_discriminator, build_generator
 from .plots import plot_losses
+from .runs import LOSS_FILE, create_loss_log, repair_loss_log
 from .sampling import latents
-
-LOSS_COLUMNS = ["step", "epoch", "images_seen", "seconds", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -333,16 +332,15 @@ def fit(cfg: TrainConfig, dataset: Dataset, run_dir: Path, device: torch.device,
         trainer.load(resume_from)
     run_dir = Path(run_dir)
     main = dist.is_main
-    csv_path = run_dir / "losses.csv"
+    csv_path = run_dir / LOSS_FILE
     if main:
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
         if resume_from is not None:
-            truncate_log(csv_path, trainer.progress.step)  # rows after the checkpoint are re-done
-        new_file = not csv_path.exists()
+            repair_loss_log(csv_path, trainer.progress.step)  # rows after the checkpoint are re-done
+        else:
+            create_loss_log(csv_path)
         csv_file = open(csv_path, "a", newline="")
         writer = csv.writer(csv_file)
-        if new_file:
-            writer.writerow(LOSS_COLUMNS)
     p = trainer.progress
     bar = tqdm(total=cfg.steps, initial=p.step, disable=not (main and progress_bar), dynamic_ncols=True,
                file=sys.stderr, unit="it")
@@ -387,7 +385,7 @@ def fit(cfg: TrainConfig, dataset: Dataset, run_dir: Path, device: torch.device,
                 if main:
                     trainer.save(run_dir)
                     prune_checkpoints(run_dir, cfg.keep)
-                    plot_losses(csv_path, run_dir / "losses.png")
+                    draw_loss_plot(csv_path, run_dir / "losses.png")
         if main:
             save_png(trainer.sample_grid(), run_dir / "samples" / f"step-{p.step:07d}.png")
     finally:
@@ -401,15 +399,13 @@ def finite(x: float) -> bool:
     return x == x and abs(x) != float("inf")
 
 
-def truncate_log(csv_path: Path, step: int) -> None:
-    """Drop loss rows past ``step`` (written after the checkpoint we resume from), keeping the header."""
-    if not csv_path.exists():
-        return
-    lines = csv_path.read_text().splitlines()
-    kept = lines[:1] + [ln for ln in lines[1:] if ln and int(ln.split(",", 1)[0]) <= step]
-    tmp = csv_path.with_suffix(".tmp")
-    tmp.write_text("\n".join(kept) + "\n")
-    os.replace(tmp, csv_path)
+def draw_loss_plot(csv_path: Path, png_path: Path) -> None:
+    """losses.png, best effort: a picture must never stop training."""
+    try:
+        plot_losses(csv_path, png_path)
+    except Exception as e:  # noqa: BLE001 - any failure here only costs the picture
+        print(f"warning: could not draw {png_path} from {csv_path} ({type(e).__name__}: {e}); training goes on",
+              file=sys.stderr)
 
 
 def write_run_info(run_dir: Path, argv: list[str], cfg: TrainConfig, dataset: Dataset, device: torch.device,

@@ -11,13 +11,14 @@ Public API endpoints (gradio_client): /generate, /interpolate, /morph, /real_vs_
 from __future__ import annotations
 
 import functools
+import html
 import logging
 import random
 
 import gradio as gr
 
 from .checkpoints import CheckpointError
-from .studio import (ALL_CLASSES, MAX_FRAMES, MAX_GRID, MAX_INDEX, MAX_SCALE, MAX_SEED, METHODS, MIN_FRAMES,
+from .studio import (MAX_FRAMES, MAX_GRID, MAX_INDEX, MAX_SCALE, MAX_SEED, METHODS, MIN_FRAMES,
                      MAX_COMPARE, SEED_SLIDER_MAX, InputError, Studio)
 
 log = logging.getLogger("cgan.ui")
@@ -41,7 +42,8 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (InputError, CheckpointError) as e:
-            raise gr.Error(str(e), print_exception=False) from None
+            # Gradio renders an error's message as HTML, and it may quote text from a checkpoint.
+            raise gr.Error(html.escape(str(e), quote=False), print_exception=False) from None
         except gr.Error:
             raise
         except Exception as e:  # a bug: log it, tell the user without leaking internals
@@ -77,7 +79,7 @@ def build(checkpoints, studio: Studio | None = None, preload: bool = True) -> gr
         # ------------------------------------------------------------------ shared controls
         with gr.Row():
             dataset = gr.Dropdown(choices=studio.choices(), value=first, label="Dataset", elem_id="dataset")
-            cls = gr.Dropdown(choices=studio.class_choices(first), value=ALL_CLASSES, label="Class",
+            cls = gr.Dropdown(choices=studio.class_choices(first), value=studio.class_choices(first)[0], label="Class",
                               elem_id="class", info="\"All classes\": one row per class")
         with gr.Row(equal_height=True):
             seed = gr.Number(value=0, label="Seed", minimum=0, maximum=MAX_SEED, precision=0, step=1,
@@ -162,8 +164,8 @@ def build(checkpoints, studio: Studio | None = None, preload: bool = True) -> gr
 
         @user_errors
         def on_dataset(name):
-            classes = studio.class_names(name)
-            return (gr.update(choices=[ALL_CLASSES] + classes, value=ALL_CLASSES),
+            classes, choices = studio.class_names(name), studio.class_choices(name)
+            return (gr.update(choices=choices, value=choices[0]),
                     gr.update(choices=classes, value=classes[0]),
                     gr.update(choices=classes, value=classes[-1]),
                     studio.model_card(name))
