@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -15,6 +16,17 @@ from .checkpoints import GENERATOR_FILE, CheckpointError, read_meta, read_tensor
 
 RESULTS_FILE = "evaluation.json"
 CARD_FILE = "MODEL_CARD.md"
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]|~])")  # every text placed with md() is mid-line
+
+
+def md(text) -> str:
+    """Text from a checkpoint (class names, titles, licences) as literal Markdown text: HTML and Markdown
+    syntax are escaped and addresses do not become links, so a class name like ``<img src=http://...>``
+    is shown as typed, never fetched."""
+    text = " ".join(str(text).split())
+    text = text.replace("<", "&lt;").replace(">", "&gt;")
+    text = MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    return re.sub(r"(?i)(://|www\.)", lambda m: m.group(1).replace("/", "\\/").replace(".", "\\."), text)
 
 
 def _pct(x) -> str:
@@ -80,14 +92,14 @@ def render(folder: Path, notes: str | None = None) -> str:
     step = meta.get("exported_from", {}).get("step", meta["step"])
     minutes = train.get("seconds", 0) / 60
     lines = [
-        f"# {ds.get('title', ds['name'])}: class-conditional GAN (cgan-studio)", "",
+        f"# {md(ds.get('title', ds['name']))}: class-conditional GAN (cgan-studio)", "",
         f"A `{cfg['arch']}` generator that draws {len(meta['class_names'])} classes of "
         f"{meta['image']['size']}x{meta['image']['size']} {'grayscale' if meta['image']['channels'] == 1 else 'RGB'} "
         f"images on request. Load it with `cgan.load(\"{folder.name}\")` or explore it with `python app.py`.", "",
         "## Data", "",
-        f"- Dataset: {ds['name']} ({split} split), {ds.get('num_images', 'n/a'):,} images, "
-        f"{len(meta['class_names'])} classes: {', '.join(meta['class_names'])}",
-        f"- Licence of the data: {ds.get('license', 'n/a')}",
+        f"- Dataset: {md(ds['name'])} ({md(split)} split), {ds.get('num_images', 'n/a'):,} images, "
+        f"{len(meta['class_names'])} classes: {', '.join(md(n) for n in meta['class_names'])}",
+        f"- Licence of the data: {md(ds.get('license', 'n/a'))}",
         "- The bundled `real_samples.safetensors` holds a few real images per class from the same split.", "",
         "## Model", "",
         f"- Architecture: `{cfg['arch']}`: generator width {cfg['g_width']}, latent size {cfg['z_dim']}, "

@@ -41,6 +41,7 @@ from PIL import Image
 from .checkpoints import (EVALUATOR_FILE, GENERATOR_FILE, META_FILE, CheckpointError, check_header,
                           expected_tensors, generator_on_meta, read_meta)
 from .images import make_grid, upscale
+from .model_card import md
 from .sampling import Sampler, latents, lerp, read_real_samples, slerp
 
 log = logging.getLogger("cgan.studio")
@@ -210,18 +211,6 @@ class DatasetEntry:
 
 
 # ----------------------------------------------------------------------------- text from checkpoints
-
-MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]|~])")  # every text placed here is mid-line
-
-
-def md(text) -> str:
-    """Text from a checkpoint (class names, titles, licences) as literal Markdown text: HTML and Markdown
-    syntax are escaped, so a class name like ``<img src=http://...>`` is shown as typed, never fetched."""
-    text = " ".join(str(text).split())
-    text = text.replace("<", "&lt;").replace(">", "&gt;")
-    text = MARKDOWN_SPECIAL.sub(r"\\\1", text)
-    return re.sub(r"(?i)(://|www\.)", lambda m: m.group(1).replace("/", "\\/").replace(".", "\\."), text)  # no autolinks
-
 
 def quoted(name) -> str:
     return f"'{md(name)}'"
