@@ -262,14 +262,14 @@ def tensor_header(file: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], t
     return out
 
 
-def expected_tensors(module: torch.nn.Module, prefix: str = "") -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    return {prefix + k: (tuple(v.shape), v.dtype) for k, v in module.state_dict().items()}
+def expected_tensors(module: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Names, shapes and dtypes of a module's state (also for a module on the meta device)."""
+    return {k: (tuple(v.shape), v.dtype) for k, v in module.state_dict().items()}
 
 
-def check_header(file: Path, expected: dict[str, tuple[tuple[int, ...], torch.dtype]], prefix: str = "") -> None:
-    """Compare the file's tensor names, shapes and dtypes (under ``prefix``) with ``expected`` before any
-    tensor is read, so a file that does not fit the architecture is refused without allocating it."""
-    got = {k: v for k, v in tensor_header(file).items() if k.startswith(prefix)}
+def compare_tensors(file: Path, expected: dict[str, tuple[tuple[int, ...], torch.dtype]],
+                    got: dict[str, tuple[tuple[int, ...], torch.dtype]], prefix: str = "") -> None:
+    """Names, shapes and dtypes ``got`` must be exactly ``expected`` (both keyed without ``prefix``)."""
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
     if missing or extra:
@@ -278,7 +278,14 @@ def check_header(file: Path, expected: dict[str, tuple[tuple[int, ...], torch.dt
                               f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''})")
     for k, (shape, dtype) in expected.items():
         if got[k] != (shape, dtype):
-            raise CheckpointError(f"{file}: tensor {k} has shape {got[k][0]} {got[k][1]}, expected {shape} {dtype}")
+            raise CheckpointError(f"{file}: tensor {prefix}{k} has shape {got[k][0]} {got[k][1]}, expected "
+                                  f"{shape} {dtype}")
+
+
+def check_header(file: Path, expected: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> None:
+    """Compare the file's tensor names, shapes and dtypes with ``expected`` before any tensor is read, so a
+    file that does not fit the architecture is refused without allocating it."""
+    compare_tensors(file, expected, tensor_header(file))
 
 
 def generator_on_meta(meta: dict) -> torch.nn.Module:
@@ -317,19 +324,9 @@ def read_tensors(file: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def load_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], file: Path, prefix: str = "") -> None:
     """Copy ``tensors`` (keys under ``prefix``) into ``module``, checking names, shapes and dtypes first."""
-    expected = module.state_dict()
     got = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    missing = sorted(set(expected) - set(got))
-    extra = sorted(set(got) - set(expected))
-    if missing or extra:
-        raise CheckpointError(f"{file}: tensors do not match the architecture in {META_FILE} "
-                              f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                              f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''})")
-    for k, ref in expected.items():
-        t = got[k]
-        if t.shape != ref.shape or t.dtype != ref.dtype:
-            raise CheckpointError(f"{file}: tensor {prefix}{k} has shape {tuple(t.shape)} {t.dtype}, expected "
-                                  f"{tuple(ref.shape)} {ref.dtype}")
+    compare_tensors(file, expected_tensors(module), {k: (tuple(v.shape), v.dtype) for k, v in got.items()}, prefix)
+    for k, t in got.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise CheckpointError(f"{file}: tensor {prefix}{k} holds NaN or infinite values")
     module.load_state_dict(got, strict=True)
