@@ -613,7 +613,8 @@ def test_idx_round_trip_still_exact(tmp_path):
         read_idx(tmp_path / "short.gz")
 
 
-@pytest.mark.parametrize("value", [10**4000, -(10**4000), 10**30, 1e300, -1e30])
+@pytest.mark.parametrize("value", [10**4000, -(10**4000), 10**30, 1e300, -1e30],
+                         ids=["4001 digits", "-4001 digits", "10^30", "1e300", "-1e30"])
 def test_huge_numbers_are_not_echoed_in_full(tiny_root, value):
     s = Studio(tiny_root)
     with pytest.raises(InputError) as e:
