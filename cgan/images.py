@@ -48,3 +48,38 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format="PNG")
     os.replace(tmp, path)
     return path
+
+
+def _label_font(scale: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=max(10, min(20, 4 * scale + 4)))
+
+
+def _shorten(text: str, max_chars: int = 14) -> str:
+    return text if len(text) <= max_chars else text[:max_chars - 1] + "\u2026"
+
+
+def label_width(labels: list[str], scale: int) -> int:
+    """Width in pixels of the column label_rows adds."""
+    from PIL import ImageDraw
+
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    font = _label_font(scale)
+    return int(max(probe.textlength(_shorten(t), font=font) for t in labels)) + 8
+
+
+def label_rows(image: np.ndarray, labels: list[str], cell: int, pad: int, scale: int) -> np.ndarray:
+    """Prefix an (already upscaled) grid with a column naming each row, so an overview of many classes
+    can be read without counting rows (in the page and in the downloaded PNG alike). Row r is the r-th
+    row of make_grid(..., pad=pad) of cell x cell images, enlarged ``scale`` times."""
+    from PIL import ImageDraw
+
+    width, font = label_width(labels, scale), _label_font(scale)
+    mode = "L" if image.ndim == 2 else "RGB"
+    panel = Image.new(mode, (width, image.shape[0]), 255 if mode == "L" else (255, 255, 255))
+    draw = ImageDraw.Draw(panel)
+    for r, text in enumerate(labels):
+        y = (pad + r * (cell + pad) + cell / 2) * scale
+        draw.text((width - 4, y), _shorten(text), fill=0 if mode == "L" else (0, 0, 0), font=font, anchor="rm")
+    return np.concatenate([np.asarray(panel, dtype=np.uint8), image], axis=1)

@@ -40,7 +40,7 @@ from PIL import Image
 
 from .checkpoints import (EVALUATOR_FILE, GENERATOR_FILE, META_FILE, CheckpointError, check_header,
                           expected_tensors, generator_on_meta, read_meta)
-from .images import make_grid, upscale
+from .images import label_rows, label_width, make_grid, upscale
 from .model_card import md
 from .sampling import Sampler, latents, lerp, read_real_samples, slerp
 
@@ -225,16 +225,21 @@ def safe_card(text: str) -> str:
 
 # ----------------------------------------------------------------------------- per-request budget
 
-CLASS_PAGE = 64                   # an overview ("All classes") shows at most this many classes, one row each
+CLASS_PAGE = 16                   # classes per page of an overview ("Classes 17-32"), for checkpoints with more
+MAX_OVERVIEW = 64                 # "All classes" is offered up to this many classes (one row each)
 MAX_GENERATED_PIXELS = 2_000_000  # model work per request: images generated x pixels per image
 MAX_GIF_PIXELS = 24_000_000       # all frames of one GIF together, after scaling
+MIN_GIF_SIDE = 256                # a GIF is enlarged to at least this many pixels: the animation is the fun part
+LABEL_ROOM = 200                  # pixels of width kept for the row labels of an overview
 
 
 def class_pages(k: int) -> list[str]:
-    """Overview choices for a checkpoint with ``k`` classes: "All classes", or pages of CLASS_PAGE classes."""
-    if k <= CLASS_PAGE:
-        return [ALL_CLASSES]
-    return [f"Classes {a + 1}-{min(a + CLASS_PAGE, k)}" for a in range(0, k, CLASS_PAGE)]
+    """Overview choices for a checkpoint with ``k`` classes: "All classes" (up to MAX_OVERVIEW classes),
+    then, beyond CLASS_PAGE classes, pages of CLASS_PAGE classes ("Classes 17-32") to move through them."""
+    pages = [ALL_CLASSES] if k <= MAX_OVERVIEW else []
+    if k > CLASS_PAGE:
+        pages += [f"Classes {a + 1}-{min(a + CLASS_PAGE, k)}" for a in range(0, k, CLASS_PAGE)]
+    return pages
 
 
 def check_budget(images: int, image_pixels: int, what: str, fewer: str) -> None:
@@ -410,7 +415,7 @@ class Studio:
             a, b = (int(x) for x in value.split(" ", 1)[1].split("-"))
             return list(range(a - 1, b)), f"classes {a}-{b} of {k} (one row each)"
         if value == ALL_CLASSES:
-            raise InputError(f"this checkpoint has {k:,} classes, more than one view shows ({CLASS_PAGE}): choose "
+            raise InputError(f"this checkpoint has {k:,} classes, more than one view shows ({MAX_OVERVIEW}): choose "
                              f"a page of classes ({pages[0]!r} to {pages[-1]!r}) or one class")
         check_choice(value, "class", pages + names, f" for {self._title(sampler)}")
         raise AssertionError("unreachable")
@@ -441,27 +446,61 @@ class Studio:
         check_side(grid_shape(rows, cols, size), "this grid", fewer)
         images, _ = s.sample(classes, cols if overview else rows * cols, seed=seed, truncation=psi)
         grid = make_grid(images, rows, cols, pad=PAD)
-        used = fit_scale(grid.shape, scale)
+        used, labels = self._grid_scale(s, classes, overview, grid.shape, scale)
         caption = f"{self._title(s)}: {what}; seed {seed}, truncation {psi:g}"
         if used < scale:
             caption += f" (display scale lowered to {used} to stay within {MAX_SIDE} px)"
-        return upscale(grid, used), caption
+        image = upscale(grid, used)
+        return (label_rows(image, labels, size, PAD, used) if labels else image), caption
+
+    @staticmethod
+    def _grid_scale(s: Sampler, classes: list[int], overview, shape, scale: int) -> tuple[int, list[str]]:
+        """The display scale of a grid and, for an overview, its row labels (class names), which take
+        LABEL_ROOM pixels of the width budget."""
+        if not overview:
+            return fit_scale(shape, scale), []
+        return fit_scale(shape, scale, MAX_SIDE - LABEL_ROOM), [s.class_names[c] for c in classes]
+
+    def cell_at(self, dataset, class_name, seed, rows, cols, truncation, scale, x, y) -> dict | None:
+        """Which image of the grid ``generate`` returns for these arguments lies at pixel (x, y) of it:
+        {"class": name, "index": j, "seed": S, "truncation": psi}, or None between images."""
+        s = self.sampler(dataset)
+        classes, overview = self._classes(s, class_name)
+        seed = check_int(seed, "seed", 0, MAX_SEED)
+        rows, cols = check_int(rows, "rows", 1, MAX_GRID), check_int(cols, "columns", 1, MAX_GRID)
+        psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
+        scale = check_int(scale, "display scale", 1, MAX_SCALE)
+        x, y = check_int(x, "x", 0, 10**6), check_int(y, "y", 0, 10**6)
+        size = s.meta["image"]["size"]
+        rows = len(classes) if overview else rows
+        used, labels = self._grid_scale(s, classes, overview, grid_shape(rows, cols, size), scale)
+        x -= label_width(labels, used) if labels else 0
+        r, dy = divmod(y // used - PAD, size + PAD)
+        c, dx = divmod(x // used - PAD, size + PAD) if x >= 0 else (-1, 0)
+        if not (0 <= r < rows and 0 <= c < cols) or dy >= size or dx >= size:
+            return None
+        k, j = (classes[r], c) if overview else (classes[0], r * cols + c)
+        return {"class": s.class_names[k], "index": j, "seed": seed, "truncation": psi}
 
     # --- latent interpolation
-    def interpolate(self, dataset, class_name, seed_a, seed_b, frames=16, method="spherical", truncation=1.0, scale=3):
-        """Frames from image 0 of seed A to image 0 of seed B (same class). Returns (strip, GIF path,
-        caption). For an overview the strip has one row per class and each GIF frame shows them all."""
+    def interpolate(self, dataset, class_name, seed_a, seed_b, frames=16, method="spherical", truncation=1.0, scale=3,
+                    index_a=0, index_b=0):
+        """Frames from image ``index_a`` of seed A to image ``index_b`` of seed B (same class; image 0 unless
+        given). Returns (strip, GIF path, caption). For an overview the strip has one row per class and each
+        GIF frame shows them all."""
         s = self.sampler(dataset)
         classes, overview = self._classes(s, class_name)
         seed_a = check_int(seed_a, "seed A", 0, MAX_SEED)
         seed_b = check_int(seed_b, "seed B", 0, MAX_SEED)
+        index_a = check_int(index_a, "image index A", 0, MAX_INDEX)
+        index_b = check_int(index_b, "image index B", 0, MAX_INDEX)
         frames = check_int(frames, "frames", MIN_FRAMES, MAX_FRAMES)
         method = check_choice(method, "interpolation method", METHODS)
         psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
         scale = check_int(scale, "display scale", 1, MAX_SCALE)
         self._check_animation(s, len(classes), frames)
         with torch.inference_mode():
-            ends = torch.cat([latents(seed_a, [0], s.z_dim), latents(seed_b, [0], s.z_dim)])
+            ends = torch.cat([latents(seed_a, [index_a], s.z_dim), latents(seed_b, [index_b], s.z_dim)])
             t = torch.linspace(0, 1, frames)
             z = (slerp if method == "spherical" else lerp)(ends[:1], ends[1:], t) * psi
             zz = z.repeat(len(classes), 1)
@@ -469,9 +508,11 @@ class Studio:
             images = s.generate(zz, y)
             images = images.reshape((len(classes), frames) + images.shape[1:])
         title = f"{self._title(s)}, " + (overview or f"class {quoted(s.class_names[classes[0]])}")
-        caption = (f"{title}: {method} interpolation, seed {seed_a} -> seed {seed_b}, {frames} frames, "
-                   f"truncation {psi:g}")
-        return self._strip_and_gif(images, scale, caption)
+        ends_text = (f"seed {seed_a} -> seed {seed_b}" if index_a == index_b == 0 else
+                     f"image {index_a} of seed {seed_a} -> image {index_b} of seed {seed_b}")
+        caption = f"{title}: {method} interpolation, {ends_text}, {frames} frames, truncation {psi:g}"
+        return self._strip_and_gif(images, scale, caption,
+                                   [s.class_names[c] for c in classes] if overview else None)
 
     # --- class morph
     def morph(self, dataset, class_a, class_b, seed, frames=16, truncation=1.0, scale=3):
@@ -508,20 +549,25 @@ class Studio:
         check_side(grid_shape(math.ceil(n_rows / gif_cols), gif_cols, size), "one frame of this animation",
                    "choose one class or a smaller page of classes", MAX_GIF_SIDE)
 
-    def _strip_and_gif(self, images: np.ndarray, scale: int, caption: str):
-        """images: (rows, frames, H, W[, 3]). Strip: one row per class (a single row wraps after
-        STRIP_WRAP frames); GIF frame t: every row's frame t, tiled up to 10 per line."""
+    def _strip_and_gif(self, images: np.ndarray, scale: int, caption: str, labels: list[str] | None = None):
+        """images: (rows, frames, H, W[, 3]). Strip: one row per class, labelled when ``labels`` are given (a
+        single row wraps after STRIP_WRAP frames); GIF frame t: every row's frame t, tiled up to 10 per line,
+        enlarged to at least MIN_GIF_SIDE pixels."""
         n_rows, frames = images.shape[:2]
         if n_rows == 1:
             cols = min(frames, STRIP_WRAP)
             strip = make_grid(images[0], math.ceil(frames / cols), cols, pad=PAD)
         else:
             strip = make_grid(images.reshape((-1,) + images.shape[2:]), n_rows, frames, pad=PAD)
-        strip = upscale(strip, fit_scale(strip.shape, scale))
+        used = fit_scale(strip.shape, scale, MAX_SIDE - LABEL_ROOM if labels else MAX_SIDE)
+        strip = upscale(strip, used)
+        if labels:
+            strip = label_rows(strip, labels, images.shape[2], PAD, used)
         gif_cols = min(n_rows, MAX_GRID)
         gif_rows = math.ceil(n_rows / gif_cols)
         frame_list = [make_grid(images[:, f], gif_rows, gif_cols, pad=PAD) for f in range(frames)]
-        g_scale = fit_scale(frame_list[0].shape, scale, MAX_GIF_SIDE)
+        wanted = max(scale, math.ceil(MIN_GIF_SIDE / max(frame_list[0].shape[:2])))
+        g_scale = fit_scale(frame_list[0].shape, wanted, MAX_GIF_SIDE)
         while g_scale > 1 and frames * frame_list[0].shape[0] * frame_list[0].shape[1] * g_scale ** 2 > MAX_GIF_PIXELS:
             g_scale -= 1
         path = save_gif([upscale(f, g_scale) for f in frame_list], self.temp.new(".gif"))
@@ -560,7 +606,8 @@ class Studio:
         """Generated image ``index`` of the class beside its NEIGHBOURS nearest bundled real images
         (L2 distance over pixel values 0..255, searched across all classes). Returns (image, Markdown)."""
         s = self.sampler(dataset)
-        k = self._class(s, class_name)
+        classes, overview = self._classes(s, class_name)
+        k = classes[0]  # an overview is not one class: its first class stands in, and the text says so
         seed = check_int(seed, "seed", 0, MAX_SEED)
         index = check_int(index, "image index", 0, MAX_INDEX)
         psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
@@ -573,13 +620,24 @@ class Studio:
         image = hstack([make_grid(g, 1, 1, pad=PAD), make_grid(real_images[order], 1, len(order), pad=PAD)])
         ref = self.real_reference(dataset, k)
         names = s.class_names
-        lines = [f"Generated image {index} of class **{md(names[k])}** (seed {seed}, truncation {psi:g}), left, and "
-                 f"its {len(order)} nearest real images among the {len(real_images)} bundled ones, right "
-                 "(L2 distance over pixel values 0-255):", "", "| rank | real class | distance |", "|---|---|---|"]
+        per_class = np.bincount(real_labels, minlength=len(names))
+        trained_on = self.entry(dataset).meta["dataset"].get("num_images")
+        lines = []
+        if overview:
+            lines += [f"*{md(class_name)} is not one class: showing the first, {quoted(names[k])}. Choose a class "
+                      f"above to search for another.*", ""]
+        lines += [f"Generated image {index} of class **{md(names[k])}** (seed {seed}, truncation {psi:g}), left, and "
+                  f"its {len(order)} nearest real images, right (L2 distance over pixel values 0-255).", "",
+                  f"Searched: the {len(real_images):,} real images bundled with this checkpoint "
+                  f"({int(per_class.min())}-{int(per_class.max())} per class, all classes)"
+                  + (f", a sample of the {trained_on:,} images it was trained on: a copy of a training image "
+                     f"outside this sample would not be found here." if isinstance(trained_on, int) else "."),
+                  "", "| rank | real class | distance |", "|---|---|---|"]
         lines += [f"| {i + 1} | {md(names[int(real_labels[j])])} | {d[j]:.0f} |" for i, j in enumerate(order)]
         if ref is not None:
-            lines += ["", f"For scale: a real {quoted(names[k])} image's nearest other real {quoted(names[k])} image "
-                          f"is at a median distance of {ref:.0f}. A copy of a training image would be at distance 0."]
+            lines += ["", f"For scale: a bundled real {quoted(names[k])} image's nearest other bundled real "
+                          f"{quoted(names[k])} image is at a median distance of {ref:.0f}; a copy of a bundled "
+                          f"image would be at distance 0."]
         return upscale(image, fit_scale(image.shape, scale)), "\n".join(lines)
 
     def real_reference(self, dataset, k: int) -> float | None:
@@ -621,8 +679,8 @@ def built_card(e: DatasetEntry) -> str:
              f"- Dataset: {md(ds.get('name'))}" + (f" ({md(ds['emnist_split'])} split)" if ds.get("emnist_split") else ""),
              f"- Training split: {md(ds.get('split', '?'))}, {fmt_count(ds.get('num_images'))} images",
              f"- Licence: {md(ds.get('license', 'not recorded'))}",
-             f"- {len(names)} classes: " + ", ".join(md(n) for n in names[:CLASS_PAGE]) +
-             (f", ... ({len(names) - CLASS_PAGE} more)" if len(names) > CLASS_PAGE else ""), "",
+             f"- {len(names)} classes: " + ", ".join(md(n) for n in names[:MAX_OVERVIEW]) +
+             (f", ... ({len(names) - MAX_OVERVIEW} more)" if len(names) > MAX_OVERVIEW else ""), "",
              "**Architecture**", "",
              f"- {md(cfg.get('arch'))} generator, latent size {md(cfg.get('z_dim'))}, width {md(cfg.get('g_width'))}"
              f" (discriminator width {md(cfg.get('d_width'))}), loss {md(cfg.get('loss'))}",

@@ -96,8 +96,24 @@ def test_grid_shape_and_scale(studio):
 
 def test_all_classes_is_one_row_per_class(studio):
     img, caption = studio.generate("emnist", ALL_CLASSES, 2, rows=1, cols=10, scale=1)
-    assert img.shape == (47 * 30 + 2, 10 * 30 + 2)
+    assert img.shape[0] == 47 * 30 + 2 and img.shape[1] > 10 * 30 + 2  # the grid, and a column of row labels
     assert "47 classes" in caption
+    grid = studio.generate("emnist", "Classes 1-16", 2, rows=1, cols=10, scale=1)[0][:, -(10 * 30 + 2):]
+    assert np.array_equal(img[:16 * 30 + 2, -(10 * 30 + 2):], grid)  # the first page is the first 16 rows
+
+
+def test_overview_rows_are_labelled_with_class_names(studio):
+    from cgan.images import label_rows
+
+    img, _ = studio.generate("emnist", ALL_CLASSES, 2, rows=1, cols=4, scale=2)
+    names = studio.class_names("emnist")
+    width = img.shape[1] - (4 * 30 + 2) * 2
+    labels = img[:, :width]
+    for r in range(47):  # every row's label column holds dark text pixels, centred on the row
+        band = labels[(2 + 30 * r) * 2:(30 + 30 * r) * 2]
+        assert (band < 128).any(), names[r]
+    blank = label_rows(np.zeros((img.shape[0], 8), np.uint8), [""] * 47, 28, 2, 2)[:, :-8]
+    assert (blank == 255).all()  # no text: no dark pixels, so the check above sees the names
 
 
 def test_large_outputs_lower_the_display_scale(studio):
@@ -125,6 +141,7 @@ def test_seed_consistency_with_cgan_sample(any_studio):
         for j in range(21):
             assert np.array_equal(tile(grid, j // 7, j % 7), ref[j]), (name, j)
         overview, _ = any_studio.generate(name, ALL_CLASSES, 7, 1, 3, 1.0, 1)
+        overview = overview[:, -(3 * 30 + 2):]  # without the column of class names
         every, _ = sampler.sample(range(sampler.num_classes), 3, seed=7)
         for kk in range(sampler.num_classes):
             for j in range(3):
@@ -161,9 +178,9 @@ def test_interpolation_frames_and_gif(studio):
     assert strip.shape == (2 * (30 + 2), 2 * (16 * 30 + 2))
     frames = gif_frames(gif)
     assert len(frames) == 16
-    for f in range(16):  # every GIF frame is the strip's frame, pixel for pixel
-        assert frames[f].shape == (2 * 32, 2 * 32)
-        assert np.array_equal(tile(frames[f], 0, 0, scale=2), tile(strip, 0, f, scale=2))
+    for f in range(16):  # every GIF frame is the strip's frame, pixel for pixel, enlarged to >= 256 px
+        assert frames[f].shape == (8 * 32, 8 * 32)
+        assert np.array_equal(tile(frames[f], 0, 0, scale=8)[::4, ::4], tile(strip, 0, f, scale=2))
     # the ends are image 0 of seed A and of seed B (up to the last bit of float32 batch arithmetic)
     s = studio.sampler("mnist")
     a, _ = s.sample(["3"], 1, seed=10)
@@ -184,7 +201,7 @@ def test_interpolation_methods_differ_and_strip_wraps(studio):
 
 def test_interpolation_all_classes(studio):
     strip, gif, _ = studio.interpolate("emnist", ALL_CLASSES, 1, 2, 4, "linear", 1.0, 1)
-    assert strip.shape == (47 * 30 + 2, 4 * 30 + 2)
+    assert strip.shape[0] == 47 * 30 + 2 and strip.shape[1] > 4 * 30 + 2  # with a column of class names
     frames = gif_frames(gif)
     assert len(frames) == 4 and frames[0].shape == (5 * 30 + 2, 10 * 30 + 2)
 
@@ -327,7 +344,6 @@ def test_generate_refuses_bad_input(studio, change, message):
     (lambda s: s.interpolate("mnist", "3", 0, 1, 8, "cubic"), "unknown interpolation method 'cubic'"),
     (lambda s: s.morph("mnist", ALL_CLASSES, "3", 0, 8), "class A: choose one class"),
     (lambda s: s.morph("mnist", "3", "x", 0, 8), "unknown class B 'x'"),
-    (lambda s: s.nearest("mnist", ALL_CLASSES, 0, 0), "choose one class"),
     (lambda s: s.nearest("mnist", "3", 0, 1000), "image index must be from 0 to 999"),
     (lambda s: s.real_vs_generated("mnist", "3", 0, 11), "images per side must be from 1 to 10"),
     (lambda s: s.model_card("../mnist"), "unknown dataset"),
@@ -442,3 +458,12 @@ def test_identical_frames_keep_the_animation_length(studio):
         im.seek(i)
         durations.append(im.info["duration"])
     assert sum(durations) == 16 * studio_mod.GIF_FRAME_MS
+
+
+def test_nearest_on_an_overview_uses_its_first_class_and_says_what_was_searched(studio):
+    img, text = studio.nearest("mnist", ALL_CLASSES, 1, 0, 1.0, 1)
+    assert np.array_equal(tile(img, 0, 0), studio.sampler("mnist").sample(["0"], 1, seed=1)[0][0])
+    assert "is not one class: showing the first, '0'" in text
+    n = 10 * REAL_PER_CLASS
+    assert f"Searched: the {n} real images bundled with this checkpoint ({REAL_PER_CLASS}-{REAL_PER_CLASS} per class" in text
+    assert "would not be found here" in text and "A copy of a training image would be at distance 0" not in text
