@@ -5,7 +5,8 @@ A checkpoint is a folder:
     checkpoint.json              format, kind ("train" or "export"), config, dataset, classes, image, step
     generator.safetensors        the EMA generator: all that sampling needs
     training_state.safetensors   (train only) G, D, optimiser state, RNG states
-    real_samples.safetensors     (export only) a few real uint8 images per class
+    real_samples.safetensors     (export only) a few real uint8 images per class; a run folder keeps
+                                 the same file once, as RUN/real_samples.safetensors
     evaluator.safetensors        (optional) the dataset's evaluator classifier
 
 A run folder keeps its checkpoints in ``RUN/checkpoints/step-0000500/``. Each is written into a hidden
@@ -92,6 +93,40 @@ def write_folder(final: Path, meta: dict, tensor_files: dict[str, dict[str, torc
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def write_tensor_file(file: Path, tensors: dict[str, torch.Tensor]) -> Path:
+    """Write one safetensors file atomically: a temporary name in the same folder, fsync, rename into
+    place, fsync the folder. A crash leaves either the whole file or none (at most a ``.tmp-`` file)."""
+    file = Path(file)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".tmp-{file.name}-{os.getpid()}")
+    try:
+        try:
+            save_file(contiguous(tensors), str(tmp))
+        except SafetensorError as e:  # I/O errors (a full disk) come as safetensors' own type
+            raise OSError(f"could not write {file}: {e}") from e
+        _fsync(tmp)
+        os.replace(tmp, file)
+        _fsync(file.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return file
+
+
+def real_sample(images: torch.Tensor, labels: torch.Tensor, num_classes: int, per_class: int, seed: int = 0):
+    """Up to ``per_class`` random real images of each class, as served to users: uint8 (N, H, W[, 3]) and
+    int64 labels (N,). Which images depends only on the data, ``per_class`` and ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for k in range(num_classes):
+        idx = (labels == k).nonzero().flatten()
+        picks.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    idx = torch.cat(picks)
+    x = images[idx]
+    x = x[:, 0] if x.shape[1] == 1 else x.permute(0, 2, 3, 1)
+    return x.contiguous(), labels[idx].to(torch.int64).contiguous()
 
 
 def step_dir_name(step: int) -> str:

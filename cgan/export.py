@@ -13,27 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from .checkpoints import (EVALUATOR_FILE, GENERATOR_FILE, REAL_SAMPLES_FILE, CheckpointError, read_meta,
-                          read_tensors, resolve_checkpoint, write_folder)
+                          read_tensors, real_sample, resolve_checkpoint, write_folder)
 from .data import DatasetError, load_dataset
 
 KEEP_FILES = (EVALUATOR_FILE, "MODEL_CARD.md", "evaluation.json")
-
-
-def real_sample(images: torch.Tensor, labels: torch.Tensor, num_classes: int, per_class: int, seed: int = 0):
-    """Up to ``per_class`` random real images of each class, as served to users: uint8 (N, H, W[, 3])."""
-    g = torch.Generator().manual_seed(seed)
-    picks = []
-    for k in range(num_classes):
-        idx = (labels == k).nonzero().flatten()
-        picks.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
-    idx = torch.cat(picks)
-    x = images[idx]
-    x = x[:, 0] if x.shape[1] == 1 else x.permute(0, 2, 3, 1)
-    return x.contiguous(), labels[idx].contiguous()
 
 
 def export(source: str | Path, target: str | Path, data_dir: str | None = None, real_per_class: int = 64) -> Path:

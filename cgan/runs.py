@@ -2,6 +2,8 @@
 
     RUN/run.json        every command line that worked on the run, the config, the code version
     RUN/losses.csv      one row per --log-every steps; the header is on disk before the first step
+    RUN/status.json     what the run is doing: running, finished, stopped, diverged or failed (run_state)
+    RUN/real_samples.safetensors   64 real images per class, as an export bundles them (written once)
     RUN/.lock           held (fcntl.flock) by the one process training in this folder
     RUN/checkpoints/    see checkpoints.py
 
@@ -18,15 +20,20 @@ import json
 import os
 import shutil
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
-from .checkpoints import (GENERATOR_FILE, TRAINING_FILE, CheckpointError, list_checkpoints, read_meta,
-                          tensor_header)
+from .checkpoints import (GENERATOR_FILE, REAL_SAMPLES_FILE, TRAINING_FILE, CheckpointError, list_checkpoints,
+                          pid_alive, read_meta, real_sample, tensor_header, write_tensor_file)
 
 LOSS_COLUMNS = ["step", "epoch", "images_seen", "seconds", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s"]
 LOSS_FILE = "losses.csv"
 LOCK_FILE = ".lock"
 RUN_FILE = "run.json"
+STATUS_FILE = "status.json"
+STATES = ("running", "finished", "stopped", "diverged", "failed")
+MAX_STATUS_BYTES = 64 * 1024
+REAL_PER_CLASS = 64  # as many real images per class as an export bundles by default
 
 
 class RunInUse(OSError):
@@ -54,6 +61,94 @@ def lock_run(run_dir: Path):
     f.write(f"{os.getpid()}\n")
     f.flush()
     return f
+
+
+# ----------------------------------------------------------------------------- what the run is doing
+
+def write_status(run_dir: Path, state: str, step: int, message: str = "") -> None:
+    """RUN/status.json, atomically (temporary file, fsync, rename): the run's state, its step, a one-line
+    message, the time and the writer's PID. Written by the training process only (it holds the lock)."""
+    if state not in STATES:
+        raise ValueError(f"unknown run state {state!r}; one of: {', '.join(STATES)}")
+    run_dir = Path(run_dir)
+    path = run_dir / STATUS_FILE
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    record = {"state": state, "step": int(step), "message": str(message),
+              "time": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"), "pid": os.getpid()}
+    try:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(record, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        fd = os.open(run_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # the rename is done; a folder that cannot be fsynced only weakens the power-loss guarantee
+
+
+def read_status(run_dir: Path) -> dict | None:
+    """RUN/status.json as written by ``write_status``, or None when it is missing, unreadable or damaged
+    (never raises)."""
+    try:
+        path = Path(run_dir) / STATUS_FILE
+        with open(path, "rb") as f:
+            raw = f.read(MAX_STATUS_BYTES + 1)
+        if len(raw) > MAX_STATUS_BYTES:
+            return None
+        status = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    if not isinstance(status, dict) or status.get("state") not in STATES:
+        return None
+    step, pid = status.get("step"), status.get("pid")
+    if type(step) is not int or step < 0 or not (pid is None or type(pid) is int):
+        return None
+    if not isinstance(status.get("message", ""), str) or not isinstance(status.get("time", ""), str):
+        return None
+    return status
+
+
+def lock_holder(run_dir: Path) -> int | None:
+    """The PID written in RUN/.lock by the last process that took the run (read only: no lock is taken)."""
+    try:
+        with open(Path(run_dir) / LOCK_FILE, "rb") as f:
+            text = f.read(64).decode("ascii").strip()
+        pid = int(text)
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 else None
+
+
+def run_state(run_dir: Path) -> str:
+    """What a run is doing, for readers such as the studio, without disturbing it (no lock is taken):
+    "running" while status.json says so and the training process is alive; "stopped" when it says running
+    but that process is gone (killed); otherwise the recorded state ("finished", "stopped", "diverged",
+    "failed"); "unknown" when there is no readable status.json."""
+    status = read_status(run_dir)
+    if status is None:
+        return "unknown"
+    if status["state"] != "running":
+        return status["state"]
+    pid = lock_holder(run_dir) or status.get("pid")
+    return "running" if isinstance(pid, int) and pid > 0 and pid_alive(pid) else "stopped"
+
+
+# ----------------------------------------------------------------------------- real images of the run
+
+def write_real_samples(run_dir: Path, dataset, seed: int, per_class: int = REAL_PER_CLASS) -> Path:
+    """RUN/real_samples.safetensors: the real images an export of this run bundles (``per_class`` per
+    class, chosen with ``seed``), so a run checkpoint can show real images without its dataset. Atomic;
+    the tensors only, no dataset path."""
+    images, labels = real_sample(dataset.images, dataset.labels, dataset.num_classes, per_class, seed=seed)
+    return write_tensor_file(Path(run_dir) / REAL_SAMPLES_FILE, {"images": images, "labels": labels})
 
 
 # ----------------------------------------------------------------------------- the loss log
@@ -150,10 +245,14 @@ def reusable_without_checkpoint(run_dir: Path) -> bool:
 
 
 def reset_run_without_checkpoint(run_dir: Path) -> None:
-    """Clear what a run that never reached a checkpoint wrote (losses, samples, temporary checkpoint
-    folders), keeping run.json (its history) and any damaged-* checkpoint folders."""
-    for name in (LOSS_FILE, "losses.png"):
+    """Clear what a run that never reached a checkpoint wrote (losses, samples, real samples, status,
+    temporary files and checkpoint folders), keeping run.json (its history) and any damaged-* checkpoint
+    folders. The new run may have other options, so its real samples are chosen again."""
+    for name in (LOSS_FILE, "losses.png", REAL_SAMPLES_FILE, STATUS_FILE):
         (run_dir / name).unlink(missing_ok=True)
+    for p in run_dir.glob(".tmp-*"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
     shutil.rmtree(run_dir / "samples", ignore_errors=True)
     folder = run_dir / "checkpoints"
     if folder.is_dir():

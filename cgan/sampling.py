@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import (GENERATOR_FILE, REAL_SAMPLES_FILE, CheckpointError, allocation_error, check_header,
-                          expected_tensors, generator_on_meta, load_module, read_meta, read_tensors,
+from .checkpoints import (GENERATOR_FILE, REAL_SAMPLES_FILE, STEP_DIR, CheckpointError, allocation_error,
+                          check_header, expected_tensors, generator_on_meta, load_module, read_meta, read_tensors,
                           resolve_checkpoint, tensor_header)
 from .networks import build_generator
 
@@ -150,8 +150,9 @@ class Sampler:
         return images, labels
 
     def real_samples(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The bundled real images (uint8, upright) and labels of an exported checkpoint, if any."""
-        return read_real_samples(self.folder, self.meta)
+        """The bundled real images (uint8, upright) and labels of an exported checkpoint, or of the run a
+        run checkpoint belongs to (see ``real_samples_for``), if any."""
+        return real_samples_for(self.folder, self.meta)
 
 
 MAX_REAL_SAMPLES = 100_000
@@ -183,6 +184,21 @@ def read_real_samples(folder: Path, meta: dict) -> tuple[np.ndarray, np.ndarray]
         raise CheckpointError(f"{file}: labels must be class indices 0 to {k - 1}, found {labels.min()} to "
                               f"{labels.max()}")
     return t["images"].numpy(), labels
+
+
+def real_samples_for(checkpoint_folder: str | os.PathLike,
+                     meta: dict | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The real images that go with a checkpoint: its own ``real_samples.safetensors`` (an export), else,
+    for a run checkpoint RUN/checkpoints/step-N, the run's RUN/real_samples.safetensors, validated the same
+    way against the checkpoint's checkpoint.json. None when there is neither. ``meta`` (the checkpoint's
+    validated checkpoint.json) is read from the folder when not given."""
+    folder = Path(checkpoint_folder)
+    meta = read_meta(folder) if meta is None else meta
+    if (folder / REAL_SAMPLES_FILE).is_file():
+        return read_real_samples(folder, meta)
+    if STEP_DIR.match(folder.name) and folder.parent.name == "checkpoints":
+        return read_real_samples(folder.parent.parent, meta)
+    return None
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Sampler:
