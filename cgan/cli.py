@@ -4,21 +4,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import shlex
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import fields
 from pathlib import Path
 
 from . import distributed
-from .checkpoints import MAX_PARAMETERS, CheckpointError, allocation_error, latest_checkpoint, read_meta
+from .checkpoints import (MAX_PARAMETERS, REAL_SAMPLES_FILE, CheckpointError, allocation_error, latest_checkpoint,
+                          read_meta)
 from .config import TrainConfig
 from .data import DATASETS, EMNIST_SPLITS, SPLITS, DatasetError, load_dataset
 from .losses import LOSSES
 from .networks import ARCHITECTURES, parameter_count
 from .runs import (lock_run, newest_intact_checkpoint, original_command, reset_run_without_checkpoint,
-                   reusable_without_checkpoint)
-from .training import TrainingDiverged, fit, write_run_info
+                   reusable_without_checkpoint, write_real_samples, write_status)
+from .training import RunControl, TrainingDiverged, fit, write_run_info
 
 # Per-architecture defaults: the tutorial models keep their tutorials' settings.
 ARCH_DEFAULTS = {
@@ -224,6 +228,53 @@ def resolve_steps(args, cfg: TrainConfig, num_images: int, world: int) -> int:
     return None
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def stop_on_signals(control: RunControl):
+    """While training: the first SIGTERM or SIGINT (Ctrl-C) asks the loop to stop cleanly after the current
+    iteration (the handler only sets a flag), and puts the previous handlers back, so a second one acts as
+    before (Ctrl-C raises KeyboardInterrupt, SIGTERM ends the process). The previous handlers are restored
+    on the way out in any case. Outside the main thread signals cannot be caught; nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+
+    def restore() -> None:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+    def handler(signum, frame):
+        control.request_stop(signal.Signals(signum).name)
+        restore()
+
+    for s in STOP_SIGNALS:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        restore()
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as the one line a user (or status.json) is shown."""
+    lines = str(e).strip().splitlines()
+    text = lines[0][:1000] if lines else ""
+    if isinstance(e, (DatasetError, CheckpointError, ValueError, OSError, TrainingDiverged)):
+        return text or type(e).__name__
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def final_status(run_dir: Path, state: str, step: int, message: str = "") -> None:
+    """The run's last status; a failure to write it is a warning (it must not hide how training ended)."""
+    try:
+        write_status(run_dir, state, step, message)
+    except OSError as e:
+        print(f"warning: could not write {run_dir / 'status.json'} ({e})", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -307,21 +358,52 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
               f"{dataset.num_classes} classes) | device {device} x{dist_info.world_size} | "
               f"{cfg.steps:,} steps of batch {cfg.batch_size} | run folder {run_dir}"
               + (f" | resuming from {resume_from.name}" if resume_from else ""), file=sys.stderr)
-    distributed.barrier(dist_info)
+    control = RunControl(step=meta["step"] if resume_from is not None else 0)
+    main_process = dist_info.is_main
+    if main_process:  # from here on this process owns the run folder's status
+        write_status(run_dir, "running", control.step)
     try:
-        trainer = fit(cfg, dataset, run_dir, device, dist_info, resume_from, progress_bar=args.progress)
+        if main_process and not (run_dir / REAL_SAMPLES_FILE).is_file():
+            write_real_samples(run_dir, dataset, cfg.seed)  # once per run; older runs gain it on --resume
+        distributed.barrier(dist_info)
+        with stop_on_signals(control):
+            trainer = fit(cfg, dataset, run_dir, device, dist_info, resume_from, progress_bar=args.progress,
+                          control=control)
+    except TrainingDiverged as e:
+        if main_process:
+            final_status(run_dir, "diverged", control.step, one_line(e))
+        raise
     except OSError as e:  # a full disk or a vanished folder mid-run: say what survived and how to go on
         latest = latest_checkpoint(run_dir)
         then = (f"the latest complete checkpoint, {latest}, is intact: free some space (or fix the folder) and "
                 f"continue with: python train.py --resume {run_dir}") if latest else \
             "no checkpoint was written yet: free some space and start again with the same command (a run folder " \
             "that holds no checkpoint is reused)"
-        raise OSError(f"training stopped: {e}; {then}") from e
+        error = OSError(f"training stopped: {e}; {then}")
+        if main_process:
+            final_status(run_dir, "failed", control.step, one_line(error))
+        raise error from e
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping, or one outside the loop
+        if main_process:
+            final_status(run_dir, "stopped", control.step, "interrupted (KeyboardInterrupt)")
+        raise
+    except BaseException as e:
+        if main_process:
+            final_status(run_dir, "failed", control.step, one_line(e))
+        raise
     finally:
         distributed.shutdown(dist_info)
-    if dist_info.is_main:
+    if main_process:
         p = trainer.progress
-        print(f"done: step {p.step:,}, {p.images_seen:,} images in {p.seconds:.1f} s of training; "
-              f"latest checkpoint {latest_checkpoint(run_dir)}", file=sys.stderr)
+        if control.stopped:
+            again = f"python train.py --resume {shlex.quote(str(run_dir))}"
+            if args.data_dir:
+                again += f" --data-dir {shlex.quote(args.data_dir)}"
+            final_status(run_dir, "stopped", p.step, f"stopped on {control.stop_reason}; continue with: {again}")
+            print(f"stopped at step {p.step} on {control.stop_reason}; continue with: {again}", file=sys.stderr)
+        else:
+            final_status(run_dir, "finished", p.step)
+            print(f"done: step {p.step:,}, {p.images_seen:,} images in {p.seconds:.1f} s of training; "
+                  f"latest checkpoint {latest_checkpoint(run_dir)}", file=sys.stderr)
     return 0
 

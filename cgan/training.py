@@ -46,6 +46,21 @@ class TrainingDiverged(RuntimeError):
     """Losses became NaN or infinite; training stops before any bad checkpoint is written."""
 
 
+class RunControl:
+    """What the world outside the loop asks of it and sees of it. ``request_stop`` only sets a flag, so it
+    is safe in a signal handler; ``fit`` reads the flag after each iteration (under DDP, at --log-every
+    steps, where the processes agree on it) and then stops cleanly. ``step`` follows the loop."""
+
+    def __init__(self, step: int = 0):
+        self.stop_reason: str | None = None  # e.g. "SIGTERM"; set once, by the first request
+        self.step = step                     # completed iterations so far
+        self.stopped = False                 # fit ended early because a stop was requested
+
+    def request_stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+
 def mix_seed(*parts: int) -> int:
     """A 63-bit seed from several integers (splitmix64-style mixing), for per-step random streams."""
     h = 0x9E3779B97F4A7C15
@@ -323,13 +338,20 @@ def device_name(device: torch.device) -> str:
 # ---------------------------------------------------------------------------------------------- the loop
 
 def fit(cfg: TrainConfig, dataset: Dataset, run_dir: Path, device: torch.device, dist: DistInfo = DistInfo(),
-        resume_from: Path | None = None, progress_bar: bool = True) -> Trainer:
-    """Train until ``cfg.steps`` iterations, writing samples, losses and checkpoints into ``run_dir``."""
+        resume_from: Path | None = None, progress_bar: bool = True, control: RunControl | None = None) -> Trainer:
+    """Train until ``cfg.steps`` iterations, writing samples, losses and checkpoints into ``run_dir``.
+
+    A stop asked for through ``control`` ends the loop after the current iteration: the pending loss row
+    and a checkpoint at that step (unless it already has one) are written first, and ``control.stopped``
+    is set. Under DDP the processes agree on a stop at --log-every steps (where they already synchronise),
+    so every process stops at the same step."""
     from tqdm import tqdm
 
+    control = control if control is not None else RunControl()
     trainer = Trainer(cfg, dataset, device, dist)
     if resume_from is not None:
         trainer.load(resume_from)
+    control.step = trainer.progress.step
     run_dir = Path(run_dir)
     main = dist.is_main
     csv_path = run_dir / LOSS_FILE
@@ -342,19 +364,38 @@ def fit(cfg: TrainConfig, dataset: Dataset, run_dir: Path, device: torch.device,
         csv_file = open(csv_path, "a", newline="")
         writer = csv.writer(csv_file)
     p = trainer.progress
+
+    def save_checkpoint() -> None:
+        if main:
+            trainer.save(run_dir)
+            prune_checkpoints(run_dir, cfg.keep)
+            draw_loss_plot(csv_path, run_dir / "losses.png")
+
     bar = tqdm(total=cfg.steps, initial=p.step, disable=not (main and progress_bar), dynamic_ncols=True,
                file=sys.stderr, unit="it")
     acc = torch.zeros(4, device=device)
     acc_n, window_start, window_images = 0, time.perf_counter(), 0
+    saved_step = trainer.progress.step if resume_from is not None else None  # the step of the newest checkpoint
+    stopping = False
     try:
         while p.step < cfg.steps:
+            if control.stop_reason is not None and not dist.enabled:  # asked before the first iteration
+                stopping = True
+                break
             t0 = time.perf_counter()
             epoch_before = p.epoch
             acc += trainer.iteration()
             acc_n += 1
             window_images += cfg.d_steps * cfg.batch_size * dist.world_size
-            step = p.step
+            step = control.step = p.step
             log_now = step % cfg.log_every == 0 or step == cfg.steps
+            if dist.enabled:  # one decision for all processes, taken where they synchronise anyway
+                if log_now:
+                    asked = torch.tensor([float(control.stop_reason is not None)], device=device)
+                    stopping = all_reduce_mean(asked, dist).item() > 0
+            else:
+                stopping = control.stop_reason is not None
+            log_now = log_now or stopping  # the pending loss row
             if log_now:
                 means = all_reduce_mean(acc / acc_n, dist).tolist()
                 if not all(map(finite, means)):
@@ -381,13 +422,16 @@ def fit(cfg: TrainConfig, dataset: Dataset, run_dir: Path, device: torch.device,
                     save_png(trainer.sample_grid(), run_dir / "samples" / f"epoch-{epoch_before + 1:04d}.png")
                 if cfg.sample_every and step % cfg.sample_every == 0:
                     save_png(trainer.sample_grid(), run_dir / "samples" / f"step-{step:07d}.png")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                if main:
-                    trainer.save(run_dir)
-                    prune_checkpoints(run_dir, cfg.keep)
-                    draw_loss_plot(csv_path, run_dir / "losses.png")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
+                save_checkpoint()
+                saved_step = step
+            if stopping:
+                break
+        if stopping and saved_step != p.step:  # stopped before the first iteration of this process
+            save_checkpoint()
         if main:
             save_png(trainer.sample_grid(), run_dir / "samples" / f"step-{p.step:07d}.png")
+        control.stopped = stopping
     finally:
         bar.close()
         if main:
