@@ -38,11 +38,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoints import (EVALUATOR_FILE, GENERATOR_FILE, META_FILE, CheckpointError, check_header,
+from .checkpoints import (EVALUATOR_FILE, GENERATOR_FILE, META_FILE, STEP_DIR, CheckpointError, check_header,
                           expected_tensors, generator_on_meta, read_meta)
 from .images import label_rows, label_width, make_grid, upscale
 from .model_card import md
-from .sampling import Sampler, latents, lerp, read_real_samples, slerp
+from .sampling import Sampler, latents, lerp, real_samples_for, slerp
 
 log = logging.getLogger("cgan.studio")
 
@@ -64,6 +64,7 @@ PAD = 2
 PREFERRED_ORDER = ("mnist", "fashion-mnist", "emnist")
 FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_CARD_BYTES = 256 * 1024
+MAX_RUN_ENTRIES = 6              # run checkpoints kept open for exploring at once
 CARD_FILE = "MODEL_CARD.md"
 
 
@@ -85,9 +86,19 @@ def show(value, limit: int = 60) -> str:
 
 
 def check_int(value, name: str, lo: int, hi: int) -> int:
-    """An integer in [lo, hi]. Integral floats (42.0, as number boxes send) are accepted."""
+    """An integer in [lo, hi]. Integral floats (42.0, as number boxes send) and typed digits ("42") are
+    accepted; anything else gets a message that says what to type."""
+    if isinstance(value, str):
+        text = value.strip().replace(",", "").replace("_", "")
+        if not text:
+            raise InputError(f"{name} is empty: type a whole number from {lo} to {hi}")
+        if not re.fullmatch(r"-?[0-9]{1,30}", text):
+            raise InputError(f"{name}: type a whole number from {lo} to {hi} using digits only, not {show(value)}")
+        value = int(text)
+    if value is None:
+        raise InputError(f"{name} is empty: type a whole number from {lo} to {hi}")
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InputError(f"{name} must be an integer from {lo} to {hi}, got {show(value)} ({type(value).__name__})")
+        raise InputError(f"{name} must be a whole number from {lo} to {hi}, not {show(value)}")
     if isinstance(value, (float, np.floating)):
         if not math.isfinite(value) or value != int(value):
             raise InputError(f"{name} must be a whole number from {lo} to {hi}, got {show(value)}")
@@ -98,8 +109,10 @@ def check_int(value, name: str, lo: int, hi: int) -> int:
 
 
 def check_float(value, name: str, lo: float, hi: float, lo_open: bool = False) -> float:
+    if value is None:
+        raise InputError(f"{name} is empty: type a number from {lo} to {hi}")
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InputError(f"{name} must be a number, got {show(value)} ({type(value).__name__})")
+        raise InputError(f"{name} must be a number from {lo} to {hi}, not {show(value)}")
     v = float(value)
     ok = math.isfinite(v) and (lo < v if lo_open else lo <= v) and v <= hi
     if not ok:
@@ -143,17 +156,26 @@ class TempFiles:
         self._files: list[Path] = []
         self._lock = threading.Lock()
 
-    def new(self, suffix: str) -> Path:
+    def new(self, suffix: str, name: str | None = None) -> Path:
+        """A new empty file. With ``name`` (a download name such as "mnist_7_seed42.png") it is created under
+        that name in a folder of its own, so two files of the same name never clash."""
         with self._lock:
             if self.folder is None or not self.folder.is_dir():
                 self.folder = Path(tempfile.mkdtemp(prefix=self.prefix))
                 atexit.register(self.cleanup)
-            fd, name = tempfile.mkstemp(suffix=suffix, dir=self.folder)
-            os.close(fd)
-            path = Path(name)
+            if name:
+                path = Path(tempfile.mkdtemp(dir=self.folder)) / (safe_file_name(name) + suffix)
+                path.touch()
+            else:
+                fd, tmp = tempfile.mkstemp(suffix=suffix, dir=self.folder)
+                os.close(fd)
+                path = Path(tmp)
             self._files.append(path)
             while len(self._files) > self.keep:
-                self._files.pop(0).unlink(missing_ok=True)
+                old = self._files.pop(0)
+                old.unlink(missing_ok=True)
+                if old.parent != self.folder:
+                    shutil.rmtree(old.parent, ignore_errors=True)
             return path
 
     def cleanup(self) -> None:
@@ -161,6 +183,13 @@ class TempFiles:
             if self.folder is not None:
                 shutil.rmtree(self.folder, ignore_errors=True)
             self.folder, self._files = None, []
+
+
+def safe_file_name(text: str, limit: int = 100) -> str:
+    """A download file name from free text (class names come from checkpoints): letters, digits, '.', '-'
+    and '_' only."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "image"
+    return name[:limit]
 
 
 def save_gif(frames: list[np.ndarray], path: Path, frame_ms: int = GIF_FRAME_MS) -> Path:
@@ -208,6 +237,7 @@ class DatasetEntry:
     real: tuple[np.ndarray, np.ndarray] | None = None   # bundled real images and labels, read at scan time
     card: str = ""     # the model card (Markdown), read at scan time
     parameters: int = 0  # of the generator
+    run: bool = False    # a checkpoint of a training run, opened from the runs view
 
 
 # ----------------------------------------------------------------------------- text from checkpoints
@@ -267,7 +297,7 @@ def read_entry(folder: Path) -> DatasetEntry:
     generator = generator_on_meta(meta)
     check_header(folder / GENERATOR_FILE, expected_tensors(generator))
     title = meta["dataset"].get("title") or meta["dataset"]["name"]
-    entry = DatasetEntry(folder.name, str(title), folder, meta, real=read_real_samples(folder, meta),
+    entry = DatasetEntry(folder.name, str(title), folder, meta, real=real_samples_for(folder, meta),
                          parameters=sum(p.numel() for p in generator.parameters()))
     card = folder / CARD_FILE
     if card.is_file():
@@ -355,6 +385,35 @@ class Studio:
         return {e.name: {"title": e.title, "classes": list(e.meta["class_names"]),
                          "image_size": e.meta["image"]["size"], "channels": e.meta["image"]["channels"]}
                 for e in self.entries.values()}
+
+    # --- checkpoints of training runs
+    def add_run_checkpoint(self, runs_root: str | os.PathLike, run: str, step: str) -> str:
+        """Serve checkpoint RUNS/run/checkpoints/step like an exported folder (Grid, interpolation, morph,
+        and, with the run's real sample, real-vs-generated and nearest). ``run`` and ``step`` must be plain
+        names of existing folders (the UI offers only listed ones); returns the name to use as the dataset.
+        At most MAX_RUN_ENTRIES run checkpoints are kept open; the oldest is closed first."""
+        if not (isinstance(run, str) and FOLDER_NAME.match(run) and isinstance(step, str) and STEP_DIR.match(step)):
+            raise InputError(f"no checkpoint {show(run)}/{show(step)}")
+        root = Path(runs_root)
+        folder = root / run / "checkpoints" / step
+        key = f"{run}/{step}"
+        with self._lock:
+            if key in self.entries:
+                return key
+            if not (folder / META_FILE).is_file():
+                raise InputError(f"run {run} has no complete checkpoint {step} (pruned meanwhile?); choose another")
+            resolved = root.resolve()
+            if escapes(folder, resolved) or escapes(folder.parent.parent, resolved):
+                raise CheckpointError(f"{folder} is or holds a symbolic link to outside {resolved}")
+            entry = read_entry(folder)
+            entry.name, entry.title = key, f"{run} @ step {int(step.split('-')[1]):,}"
+            entry.run = True
+            self.entries[key] = entry
+            opened = [k for k, e in self.entries.items() if e.run]
+            for old in opened[:-MAX_RUN_ENTRIES]:
+                self.entries.pop(old, None)
+                self._samplers.pop(old, None)
+        return key
 
     # --- model cache
     def sampler(self, dataset) -> Sampler:
@@ -511,8 +570,10 @@ class Studio:
         ends_text = (f"seed {seed_a} -> seed {seed_b}" if index_a == index_b == 0 else
                      f"image {index_a} of seed {seed_a} -> image {index_b} of seed {seed_b}")
         caption = f"{title}: {method} interpolation, {ends_text}, {frames} frames, truncation {psi:g}"
+        what = class_name if overview else s.class_names[classes[0]]
+        name = f"{self.entry(dataset).name}_{what}_seed{seed_a}-{seed_b}_{method}_psi{psi:g}_{frames}frames"
         return self._strip_and_gif(images, scale, caption,
-                                   [s.class_names[c] for c in classes] if overview else None)
+                                   [s.class_names[c] for c in classes] if overview else None, name)
 
     # --- class morph
     def morph(self, dataset, class_a, class_b, seed, frames=16, truncation=1.0, scale=3):
@@ -534,7 +595,8 @@ class Studio:
             images = s.generate(z, w)[None]
         caption = (f"{self._title(s)}: class morph {quoted(s.class_names[a])} -> {quoted(s.class_names[b])}, "
                    f"seed {seed}, {frames} frames, truncation {psi:g}")
-        return self._strip_and_gif(images, scale, caption)
+        name = f"{self.entry(dataset).name}_morph_{s.class_names[a]}-to-{s.class_names[b]}_seed{seed}_psi{psi:g}"
+        return self._strip_and_gif(images, scale, caption, None, name)
 
     @staticmethod
     def _check_animation(s: Sampler, n_rows: int, frames: int) -> None:
@@ -549,7 +611,8 @@ class Studio:
         check_side(grid_shape(math.ceil(n_rows / gif_cols), gif_cols, size), "one frame of this animation",
                    "choose one class or a smaller page of classes", MAX_GIF_SIDE)
 
-    def _strip_and_gif(self, images: np.ndarray, scale: int, caption: str, labels: list[str] | None = None):
+    def _strip_and_gif(self, images: np.ndarray, scale: int, caption: str, labels: list[str] | None = None,
+                       name: str | None = None):
         """images: (rows, frames, H, W[, 3]). Strip: one row per class, labelled when ``labels`` are given (a
         single row wraps after STRIP_WRAP frames); GIF frame t: every row's frame t, tiled up to 10 per line,
         enlarged to at least MIN_GIF_SIDE pixels."""
@@ -570,7 +633,7 @@ class Studio:
         g_scale = fit_scale(frame_list[0].shape, wanted, MAX_GIF_SIDE)
         while g_scale > 1 and frames * frame_list[0].shape[0] * frame_list[0].shape[1] * g_scale ** 2 > MAX_GIF_PIXELS:
             g_scale -= 1
-        path = save_gif([upscale(f, g_scale) for f in frame_list], self.temp.new(".gif"))
+        path = save_gif([upscale(f, g_scale) for f in frame_list], self.temp.new(".gif", name))
         return strip, str(path), caption
 
     # --- real vs generated

@@ -3,7 +3,9 @@ ones in checkpoints/ when present. Class routing is checked with each shipped ev
 from __future__ import annotations
 
 import math
+import re
 import os
+from pathlib import Path
 import shutil
 
 import numpy as np
@@ -229,7 +231,9 @@ def test_gif_files_are_unique_and_pruned(tiny_root):
     paths = [s.morph("mnist", "1", "7", i, 2, 1.0, 1)[1] for i in range(5)]
     assert len(set(paths)) == 5
     assert [os.path.exists(p) for p in paths] == [False, False, True, True, True]
-    assert all(os.path.dirname(p) == str(temp.folder) for p in paths)
+    assert all(Path(p).parent.parent == temp.folder for p in paths)  # a folder each: names never clash
+    assert [Path(p).name for p in paths] == [f"mnist_morph_1-to-7_seed{i}_psi1.gif" for i in range(5)]
+    assert len([p for p in temp.folder.iterdir()]) == 3  # pruned folders are removed too
     folder = temp.folder
     temp.cleanup()
     assert not folder.exists()
@@ -316,16 +320,20 @@ BAD = [
     (dict(seed=-1), "seed must be from 0 to 2147483647"),
     (dict(seed=2**31), "seed must be from 0 to 2147483647"),
     (dict(seed=1.5), "seed must be a whole number"),
-    (dict(seed="12"), "seed must be an integer"),
-    (dict(seed=None), "seed must be an integer"),
-    (dict(seed=True), "seed must be an integer"),
+    (dict(seed="12x"), "seed: type a whole number from 0 to 2147483647 using digits only, not '12x'"),
+    (dict(seed="1e3"), "seed: type a whole number from 0 to 2147483647 using digits only"),
+    (dict(seed=""), "seed is empty: type a whole number from 0 to 2147483647"),
+    (dict(seed=None), "seed is empty: type a whole number"),
+    (dict(seed=True), "seed must be a whole number from 0 to 2147483647, not True"),
+    (dict(seed=" 99999999999 "), "seed must be from 0 to 2147483647, got 99999999999"),
     (dict(seed=math.nan), "seed must be a whole number"),
     (dict(rows=0), "rows must be from 1 to 10"),
     (dict(rows=11), "rows must be from 1 to 10"),
     (dict(cols=100), "columns must be from 1 to 10"),
     (dict(truncation=0), "truncation must be in"),
     (dict(truncation=1.5), "truncation must be in"),
-    (dict(truncation="high"), "truncation must be a number"),
+    (dict(truncation="high"), "truncation must be a number from 0.0 to 1.0, not 'high'"),
+    (dict(truncation=None), "truncation is empty"),
     (dict(scale=9), "display scale must be from 1 to 8"),
 ]
 
@@ -375,15 +383,17 @@ def test_empty_or_missing_folder(tmp_path):
 @given(st.one_of(st.integers(), st.floats(allow_nan=True), st.text(), st.none(), st.booleans(),
                  st.lists(st.integers(), max_size=2)))
 def test_check_int_accepts_exactly_the_integers_in_range(value):
+    typed = value.strip().replace(",", "").replace("_", "") if isinstance(value, str) else None
+    number = int(typed) if typed is not None and re.fullmatch(r"-?[0-9]{1,30}", typed) else value
     try:
         v = check_int(value, "seed", 0, MAX_SEED)
     except InputError as e:
-        assert "seed" in str(e)
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-              and value == int(value) and 0 <= value <= MAX_SEED)
+        assert "seed" in str(e) and len(str(e)) < 200
+        ok = (isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number)
+              and number == int(number) and 0 <= number <= MAX_SEED)
         assert not ok
     else:
-        assert isinstance(v, int) and 0 <= v <= MAX_SEED and v == value and not isinstance(value, bool)
+        assert isinstance(v, int) and 0 <= v <= MAX_SEED and v == number and not isinstance(value, bool)
 
 
 @settings(max_examples=200, deadline=None)
@@ -467,3 +477,9 @@ def test_nearest_on_an_overview_uses_its_first_class_and_says_what_was_searched(
     n = 10 * REAL_PER_CLASS
     assert f"Searched: the {n} real images bundled with this checkpoint ({REAL_PER_CLASS}-{REAL_PER_CLASS} per class" in text
     assert "would not be found here" in text and "A copy of a training image would be at distance 0" not in text
+
+
+def test_typed_digits_are_a_seed(studio):
+    a, _ = studio.generate("mnist", "3", " 1,024 ", 1, 2, 1.0, 1)
+    b, _ = studio.generate("mnist", "3", 1024, 1, 2, 1.0, 1)
+    assert np.array_equal(a, b)
