@@ -28,6 +28,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoints", default=os.environ.get("CGAN_CHECKPOINTS") or str(HERE / "checkpoints"),
                    help="folder holding one exported checkpoint folder per dataset "
                         "(default: $CGAN_CHECKPOINTS or checkpoints/ next to app.py)")
+    p.add_argument("--runs", default=os.environ.get("CGAN_RUNS"),
+                   help="folder of training runs to show live (default: $CGAN_RUNS, else runs/ when it exists)")
+    p.add_argument("--allow-training", action="store_true",
+                   help="add a Train tab that starts train.py on this machine (local use; off on a Space)")
+    p.add_argument("--force-training-on-space", action="store_true",
+                   help="allow --allow-training even on a hosted Space (SPACE_ID set)")
     return p.parse_args(argv)
 
 
@@ -40,15 +46,33 @@ def main(argv=None) -> int:
     if not Path(args.checkpoints).is_dir():
         print(f"error: checkpoints folder {args.checkpoints} does not exist", file=sys.stderr)
         return 2
+    runs = args.runs or ("runs" if Path("runs").is_dir() else None)
     private_gradio_cache()
+    from cgan.launcher import Launcher, training_allowed
     from cgan.studio import Studio
     from cgan.ui import build, launch  # gradio and torch are imported here, once
 
-    demo = build(args.checkpoints, Studio(args.checkpoints, threads=args.threads))
+    launcher, note = None, ""
+    if args.allow_training:
+        allowed, why = training_allowed(True, args.force_training_on_space)
+        if not allowed:
+            print(f"note: {why}", file=sys.stderr)
+        else:
+            runs = runs or "runs"
+            Path(runs).mkdir(parents=True, exist_ok=True)
+            launcher = Launcher(runs)
+            atexit.register(launcher.close)
+    demo = build(args.checkpoints, Studio(args.checkpoints, threads=args.threads), runs_root=runs, launcher=launcher,
+                 training_note=note)
     # SIGTERM (docker stop, Spaces restarts) shuts down like Ctrl-C: Gradio closes the server, then the
     # temporary files are removed at exit.
     signal.signal(signal.SIGTERM, _interrupt)
-    launch(demo)
+    _, url, _ = launch(demo, quiet=True, prevent_thread_lock=True)
+    print(f"cgan-studio: serving on {url} (local only; no public link is ever opened)", file=sys.stderr, flush=True)
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        demo.close()
     return 0
 
 

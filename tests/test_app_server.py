@@ -200,7 +200,9 @@ def test_app_py_serves_on_gradio_server_port(tiny_root, tmp_path):
         c = Client(f"http://127.0.0.1:{port}/", verbose=False)
         assert set(c.predict(api_name="/datasets")) == {"mnist", "fashion-mnist", "emnist"}
         c.predict(**GOOD["/interpolate"], api_name="/interpolate")
-        assert len(list(tmp_path.glob("cgan-studio-*/*.gif"))) == 1  # the GIF went to a private temp folder
+        gifs = [p for p in tmp_path.glob("cgan-studio-*/*/*.gif") if "gradio" not in p.parts[-3]]
+        assert len(gifs) == 1  # the GIF went to a private temp folder, named by what it shows
+        assert gifs[0].name == "mnist_3_seed0-1_linear_psi1_4frames.gif"
     finally:
         proc.terminate()
         out = proc.communicate(timeout=30)[0]
