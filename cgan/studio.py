@@ -408,6 +408,8 @@ class Studio:
             entry = read_entry(folder)
             entry.name, entry.title = key, f"{run} @ step {int(step.split('-')[1]):,}"
             entry.run = True
+            # Loaded now: a running training keeps only its newest checkpoints and may prune this one soon.
+            self._samplers[key] = Sampler.load(folder)
             self.entries[key] = entry
             opened = [k for k, e in self.entries.items() if e.run]
             for old in opened[:-MAX_RUN_ENTRIES]:

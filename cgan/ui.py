@@ -52,7 +52,7 @@ RUNS_REFRESH_S = 3.0
 CSS = """
 .pixels img { image-rendering: pixelated; }
 /* hint text at WCAG AA contrast (4.5:1) on the light and the dark theme */
-[data-testid="block-info"], .block-info, span.info { color: var(--body-text-color) !important; opacity: 1 !important; }
+.info-text { color: var(--body-text-color) !important; opacity: 0.85; }
 #pick-info, #seed-error, #notice { min-height: 0; }
 """
 
@@ -84,9 +84,10 @@ class IntegerBox(gr.Textbox):
 
     is_template = True  # rendered by Gradio's Textbox front end
 
-    def __init__(self, *args, minimum: int = 0, maximum: int = MAX_SEED, **kwargs):
+    def __init__(self, value: str = "", *, label: str | None = None, info: str | None = None,
+                 elem_id: str | None = None, minimum: int = 0, maximum: int = MAX_SEED):
         self.minimum, self.maximum = minimum, maximum
-        super().__init__(*args, **kwargs)
+        super().__init__(value=value, label=label, info=info, elem_id=elem_id, max_lines=1)
 
     def api_info(self) -> dict:
         return {"type": "integer", "description": f"whole number from {self.minimum} to {self.maximum}"}
@@ -213,8 +214,7 @@ class NumberField:
 
 
 def number_field(label, value, name, lo, hi, elem_id, info=None) -> NumberField:
-    box = IntegerBox(value=str(value), label=label, elem_id=elem_id, info=info, max_lines=1, minimum=lo,
-                     maximum=hi)
+    box = IntegerBox(value=str(value), label=label, elem_id=elem_id, info=info, minimum=lo, maximum=hi)
     error = gr.Markdown("", elem_id=f"{elem_id}-error")
     return NumberField(box, gr.State(value), gr.State(str(value)), error, name, lo, hi)
 
@@ -426,6 +426,12 @@ def _page(demo, studio: Studio, h: Handlers, runs: RunView | None, launcher: Lau
 
 # ---------------------------------------------------------------------------------------------- parts
 
+def slider(*args, **kwargs) -> gr.Slider:
+    """A slider without the reset button (seven identical "Reset to default value" buttons in the tab
+    order helped nobody)."""
+    return gr.Slider(*args, buttons=[], **kwargs)
+
+
 def _shared_controls(studio: Studio, first: str, start: dict) -> dict:
     c = {}
     c["dataset"] = gr.Dropdown(choices=studio.choices(), value=first, label="Dataset", elem_id="dataset")
@@ -437,9 +443,9 @@ def _shared_controls(studio: Studio, first: str, start: dict) -> dict:
         c["prev"] = gr.Button("Previous seed", elem_id="seed-prev", size="sm")
         c["next"] = gr.Button("Next seed", elem_id="seed-next", size="sm")
         c["dice"] = gr.Button("Random seed", elem_id="dice", size="sm")
-    c["truncation"] = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Truncation ψ (psi)", elem_id="truncation",
+    c["truncation"] = slider(0.05, 1.0, value=1.0, step=0.05, label="Truncation ψ (psi)", elem_id="truncation",
                                 info="z is multiplied by ψ: lower ψ gives more typical images, less variety")
-    c["scale"] = gr.Slider(1, MAX_SCALE, value=3, step=1, precision=0, label="Display scale", elem_id="scale",
+    c["scale"] = slider(1, MAX_SCALE, value=3, step=1, precision=0, label="Display scale", elem_id="scale",
                            info="each pixel shown as scale x scale (PNG and GIF too)")
     return c
 
@@ -459,23 +465,23 @@ def _grid_tab():
             g["interp_here"] = gr.Button("Interpolate from here", size="sm", elem_id="interp-here")
             g["nearest_here"] = gr.Button("Nearest real images of this one", size="sm", elem_id="nearest-here")
         with gr.Row():
-            g["rows"] = gr.Slider(1, MAX_GRID, value=4, step=1, precision=0, label="Rows", elem_id="rows",
+            g["rows"] = slider(1, MAX_GRID, value=4, step=1, precision=0, label="Rows", elem_id="rows",
                                   info="one class; All classes shows one row per class")
-            g["cols"] = gr.Slider(1, MAX_GRID, value=8, step=1, precision=0, label="Columns", elem_id="cols")
+            g["cols"] = slider(1, MAX_GRID, value=8, step=1, precision=0, label="Columns", elem_id="cols")
         g["button"] = gr.Button("Generate", variant="primary", elem_id="generate")
     return tab, g
 
 
 def _interp_tab():
     it = {}
-    with gr.Tab("Latent interpolation", id="interp-tab") as tab:
+    with gr.Tab("Interpolation", id="interp-tab") as tab:
         it["gif"] = _image("Animation (GIF)", "interp-gif", gif=True, buttons=("download",))
         it["strip"] = _image("Frames (PNG)", "interp-strip")
         it["caption"] = gr.Markdown(elem_id="interp-caption")
         gr.Markdown("From seed A (the seed control) to seed B, same class.")
         with gr.Row():
             it["seed_b"] = number_field("Seed B", 1, "seed B", 0, MAX_SEED, "seed-b", info="Enter applies")
-            it["frames"] = gr.Slider(MIN_FRAMES, MAX_FRAMES, value=16, step=1, precision=0, label="Frames",
+            it["frames"] = slider(MIN_FRAMES, MAX_FRAMES, value=16, step=1, precision=0, label="Frames",
                                      elem_id="frames")
         it["method"] = gr.Radio(list(METHODS), value=METHODS[0], label="Interpolation", elem_id="method")
         it["button"] = gr.Button("Interpolate", variant="primary", elem_id="interpolate")
@@ -492,7 +498,7 @@ def _morph_tab(classes):
         with gr.Row():
             mo["class_a"] = gr.Dropdown(choices=classes, value=classes[0], label="Class A", elem_id="class-a")
             mo["class_b"] = gr.Dropdown(choices=classes, value=classes[-1], label="Class B", elem_id="class-b")
-        mo["frames"] = gr.Slider(MIN_FRAMES, MAX_FRAMES, value=16, step=1, precision=0, label="Frames",
+        mo["frames"] = slider(MIN_FRAMES, MAX_FRAMES, value=16, step=1, precision=0, label="Frames",
                                  elem_id="morph-frames")
         mo["button"] = gr.Button("Morph", variant="primary", elem_id="morph")
     return tab, mo
@@ -503,14 +509,14 @@ def _real_tab():
     with gr.Tab("Real vs generated", id="real-tab") as tab:
         rv["image"] = _image("Real (left) vs generated (right)", "real")
         rv["caption"] = gr.Markdown(elem_id="real-caption")
-        rv["count"] = gr.Slider(1, MAX_COMPARE, value=8, step=1, precision=0, label="Images per side", elem_id="count")
+        rv["count"] = slider(1, MAX_COMPARE, value=8, step=1, precision=0, label="Images per side", elem_id="count")
         rv["button"] = gr.Button("Compare", variant="primary", elem_id="compare")
     return tab, rv
 
 
 def _nn_tab():
     nn = {}
-    with gr.Tab("Nearest real neighbour", id="nn-tab") as tab:
+    with gr.Tab("Nearest real", id="nn-tab") as tab:
         nn["image"] = _image("Generated (left) and its nearest real images", "nn", buttons=("download",))
         nn["text"] = gr.Markdown(elem_id="nn-text")
         nn["index"] = number_field("Image index j", 0, "image index", 0, MAX_INDEX, "index", info="Enter applies")
@@ -551,7 +557,7 @@ def _best_and_worst(entry) -> tuple[str, str]:
 
 def _runs_tab(runs: RunView):
     r = {}
-    with gr.Tab("Training runs", id="runs-tab") as tab:
+    with gr.Tab("Runs", id="runs-tab") as tab:
         r["tab"] = tab
         r["timer"] = gr.Timer(RUNS_REFRESH_S, active=False)
         r["table"] = gr.Dataframe(headers=["run", "dataset", "arch", "step", "state", "images/s", "last checkpoint"],
@@ -569,7 +575,7 @@ def _runs_tab(runs: RunView):
                              interactive=False, buttons=["download", "fullscreen"], elem_classes="pixels",
                              format="png")
         r["grid_caption"] = gr.Markdown("", elem_id="run-grid-caption")
-        r["grid_step"] = gr.Slider(0, 1, value=0, step=1, precision=0, label="Saved grid (newest at the right)",
+        r["grid_step"] = slider(0, 1, value=0, step=1, precision=0, label="Saved grid (newest at the right)",
                                    elem_id="grid-step")
         r["follow"] = gr.Checkbox(True, label="Follow the newest grid", elem_id="follow")
         with gr.Row():
@@ -578,7 +584,7 @@ def _runs_tab(runs: RunView):
     return r
 
 
-def _run_outputs(runs: RunView, name, index, follow):
+def _run_outputs(runs: RunView, name, index, follow, chosen=None):
     """Everything the runs tab shows for run ``name`` (or the newest run)."""
     import pandas as pd
 
@@ -602,8 +608,9 @@ def _run_outputs(runs: RunView, name, index, follow):
         image = runs.grid_image(path)
         caption = f"{md(name)}: {label} (grid {i + 1} of {len(grids)})"
     ckpts = runs.checkpoints(name)
+    keep = chosen if chosen in ckpts else (ckpts[0] if ckpts else None)  # a refresh never moves the user's choice
     return (table, gr.update(choices=names, value=name), runs.progress_text(name), loss_df, logit_df, image, caption,
-            gr.update(maximum=max(last, 1), value=i), gr.update(choices=ckpts, value=ckpts[0] if ckpts else None))
+            gr.update(maximum=max(last, 1), value=i), gr.update(choices=ckpts, value=keep))
 
 
 def _wire_runs(r, runs: RunView, studio: Studio, other_tabs, tabs, current_tab, sc, mo, card, redraw, private):
@@ -611,14 +618,14 @@ def _wire_runs(r, runs: RunView, studio: Studio, other_tabs, tabs, current_tab, 
             r["grid_step"], r["checkpoint"]]
     kw = dict(concurrency_id=RUNS, concurrency_limit=2, show_progress="hidden", **private)
 
-    def show(name, index, follow):
-        return _run_outputs(runs, name, index, follow)
+    def show(name, index, follow, chosen=None):
+        return _run_outputs(runs, name, index, follow, chosen)
 
-    ins = [r["run"], r["grid_step"], r["follow"]]
+    ins = [r["run"], r["grid_step"], r["follow"], r["checkpoint"]]
     r["timer"].tick(show, ins, outs, **kw)
     r["run"].input(lambda n, i: show(n, i, True), [r["run"], r["grid_step"]], outs, **kw)
-    r["grid_step"].input(lambda n, i: show(n, i, False), [r["run"], r["grid_step"]], outs, **kw).then(
-        lambda: False, None, r["follow"], queue=False, **private)
+    r["grid_step"].input(lambda n, i, c: show(n, i, False, c), [r["run"], r["grid_step"], r["checkpoint"]], outs,
+                         **kw).then(lambda: False, None, r["follow"], queue=False, **private)
     r["follow"].input(show, ins, outs, **kw)
     # the timer runs only while someone looks at the runs tab
     r["tab"].select(lambda: ("runs-tab", gr.Timer(active=True)), None, [current_tab, r["timer"]], queue=False,
@@ -657,11 +664,9 @@ def _train_tab(launcher: Launcher, note: str):
             t["arch"] = gr.Dropdown(list(ARCHITECTURES), value="sngan", label="Architecture", elem_id="train-arch")
             t["device"] = gr.Dropdown(list(DEVICES), value="auto", label="Device", elem_id="train-device")
         with gr.Row():
-            t["steps"] = IntegerBox("2000", label="Steps", elem_id="train-steps", max_lines=1, minimum=1,
-                                    maximum=10_000_000)
-            t["batch"] = IntegerBox("64", label="Batch size", elem_id="train-batch", max_lines=1, minimum=1,
-                                    maximum=4096)
-            t["seed"] = IntegerBox("0", label="Seed", elem_id="train-seed", max_lines=1)
+            t["steps"] = IntegerBox("2000", label="Steps", elem_id="train-steps", minimum=1, maximum=10_000_000)
+            t["batch"] = IntegerBox("64", label="Batch size", elem_id="train-batch", minimum=1, maximum=4096)
+            t["seed"] = IntegerBox("0", label="Seed", elem_id="train-seed")
         t["name"] = gr.Textbox("", label="Run name (empty: dataset-arch-time)", elem_id="train-name", max_lines=1)
         with gr.Row():
             t["start"] = gr.Button("Start training", variant="primary", elem_id="train-start")

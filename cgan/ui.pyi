@@ -85,9 +85,10 @@ class IntegerBox(gr.Textbox):
 
     is_template = True  # rendered by Gradio's Textbox front end
 
-    def __init__(self, *args, minimum: int = 0, maximum: int = MAX_SEED, **kwargs):
+    def __init__(self, value: str = "", *, label: str | None = None, info: str | None = None,
+                 elem_id: str | None = None, minimum: int = 0, maximum: int = MAX_SEED):
         self.minimum, self.maximum = minimum, maximum
-        super().__init__(*args, **kwargs)
+        super().__init__(value=value, label=label, info=info, elem_id=elem_id, max_lines=1)
 
     def api_info(self) -> dict:
         return {"type": "integer", "description": f"whole number from {self.minimum} to {self.maximum}"}
