@@ -482,6 +482,10 @@ class Studio:
         raise AssertionError("unreachable")
 
     def _title(self, sampler: Sampler) -> str:
+        """What the captions call a model: its entry's title ("MNIST digits", "my-run @ step 2,500")."""
+        for e in self.entries.values():
+            if e.folder == sampler.folder:
+                return md(e.title)
         return md(sampler.meta["dataset"].get("title") or sampler.dataset)
 
     # --- generate

@@ -52,7 +52,13 @@ RUNS_REFRESH_S = 3.0
 CSS = """
 .pixels img { image-rendering: pixelated; }
 /* hint text at WCAG AA contrast (4.5:1) on the light and the dark theme */
-.info-text { color: var(--body-text-color) !important; opacity: 0.85; }
+.info-text, .min_value, .max_value, .empty.unpadded_box { color: var(--body-text-color) !important; opacity: 1 !important; }
+/* Gradio's orange buttons and tab text fall short of 4.5:1; the darker shades meet it (5.2:1 and more) */
+button.primary, .primary.lg, .primary.sm { background: #c2410c !important; border-color: #c2410c !important; color: #fff !important; }
+button.stop { background: #b91c1c !important; border-color: #b91c1c !important; color: #fff !important; }
+[role=tab] { color: var(--body-text-color) !important; }
+[role=tab].selected { color: #c2410c !important; }
+footer a, footer button, .show-api, .settings, .built-with { color: var(--body-text-color) !important; opacity: 1 !important; }
 #pick-info, #seed-error, #notice { min-height: 0; }
 """
 
