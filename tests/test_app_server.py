@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -241,5 +242,36 @@ def test_empty_checkpoints_folder_serves_a_message(tmp_path):
         page = urllib.request.urlopen(url, timeout=10).read().decode()
         assert "No checkpoints found" in page or "No checkpoints found" in str(demo.config)
         assert Client(url, verbose=False).predict(api_name="/datasets") == {}
+    finally:
+        demo.close()
+
+
+@pytest.mark.skipif("emnist" not in shipped_names(), reason="no shipped emnist checkpoint")
+def test_a_small_request_is_not_queued_behind_a_heavy_one():
+    """An all-class, 48-frame EMNIST interpolation (seconds of work) runs in its own lane: another visitor's
+    2x2 grid is answered while it is still running, instead of waiting behind it."""
+    from gradio_client.utils import Status
+
+    demo = ui.build(SHIPPED)
+    _, url, _ = ui.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
+                          quiet=True)
+    try:
+        heavy_client = Client(url, verbose=False, download_files=False)
+        small_client = Client(url, verbose=False, download_files=False)
+        heavy = heavy_client.submit("emnist", ALL_CLASSES, 1, 2, 48, "spherical", 1.0, 1, api_name="/interpolate")
+        deadline = time.time() + 60
+        while heavy.status().code != Status.PROCESSING and time.time() < deadline:
+            time.sleep(0.02)
+        assert heavy.status().code == Status.PROCESSING
+        finished = {}
+        waiter = threading.Thread(target=lambda: finished.setdefault("heavy", (heavy.result(timeout=120),
+                                                                                time.monotonic())))
+        waiter.start()
+        small = small_client.predict("mnist", "3", 5, 2, 2, 1.0, 1, api_name="/generate")
+        finished["small"] = time.monotonic()
+        waiter.join(timeout=130)
+        assert "seed 5" in small[1] and finished["heavy"][0][2].startswith("EMNIST")
+        # One lane would answer the small request only after the heavy one (measured: 1.4 s instead of 0.2 s).
+        assert finished["small"] < finished["heavy"][1]
     finally:
         demo.close()
