@@ -79,6 +79,48 @@ def metrics_section(results: dict) -> list[str]:
     return lines or ["No evaluation stored yet: run `python -m cgan.evaluate FOLDER --write`.", ""]
 
 
+def summary_section(results: dict) -> list[str]:
+    """The card's first section: what is good and what is weak, in plain words, from the measured targets
+    of the full protocol (the quick one when that is all there is)."""
+    r = results.get("full") or results.get("quick")
+    if not r or not isinstance(r.get("targets"), dict):
+        return []
+    t, good, weak = r["targets"], [], []
+    cond = r.get("conditional_accuracy", {})
+    worst = cond.get("worst_class", {})
+    c, e = t.get("conditional_ratio>=0.98", {}), t.get("every_class_ratio>=0.90", {})
+    if c.get("met") is not None:
+        (good if c["met"] else weak).append(
+            f"asking for a class gives that class: recognised {_pct(c['value'])} as often as real images of it")
+    if e.get("met") is not None:
+        per_class = cond.get("per_class_ratio") or {}
+        low = sorted((v, k) for k, v in per_class.items() if isinstance(v, (int, float)) and v < 0.9)
+        if e["met"]:
+            good.append(f"every class holds up: the weakest, {md(worst.get('class'))}, at {_pct(worst.get('ratio'))}")
+        else:
+            names = ", ".join(f"{md(k)} ({_pct(v)})" for v, k in low[:6]) or md(worst.get("class"))
+            weak.append(f"some classes are often drawn as a look-alike class: {names} of their real rate")
+    f = t.get("fd<=3x_floor", {})
+    if f.get("met") is not None:
+        line = f"Fréchet distance {_num(f['value'], '{:.1f}')}x the real-vs-real floor (target 3x)"
+        (good.append(f"images close to real data in the evaluator's features: {line}") if f["met"] else
+         weak.append(f"images still differ from real data in the evaluator's features: {line}"))
+    g = t.get("gan_train>=0.85") or next((v for k, v in t.items() if k.startswith("gan_train")), {})
+    if g.get("met") is not None:
+        key = next((k for k, v in t.items() if v is g), "")
+        target = key.split(">=")[-1] if ">=" in key else ""
+        line = (f"a classifier trained only on generated images scores {_pct(g['value'])} on real test images"
+                + (f" (target {_pct(float(target))})" if target.replace(".", "", 1).isdigit() else ""))
+        (good.append(line + ": the generated data covers the classes well") if g["met"] else
+         weak.append(line + ": some of the variety of real data is missing"))
+    m = t.get("memorization<=heldout", {})
+    if m.get("met") is not None:
+        line = (f"near copies of training images: {_pct(m['value'])} of generated images, against "
+                f"{_pct(m.get('limit'))} for held-out real images")
+        (good if m["met"] else weak).append(line)
+    return (["## In short", ""] + [f"- Good: {x}" for x in good] + [f"- Weak: {x}" for x in weak] + [""])
+
+
 def render(folder: Path, notes: str | None = None) -> str:
     meta = read_meta(folder)
     cfg, ds, train = meta["config"], meta["dataset"], meta.get("training", {})
@@ -96,6 +138,7 @@ def render(folder: Path, notes: str | None = None) -> str:
         f"A `{cfg['arch']}` generator that draws {len(meta['class_names'])} classes of "
         f"{meta['image']['size']}x{meta['image']['size']} {'grayscale' if meta['image']['channels'] == 1 else 'RGB'} "
         f"images on request. Load it with `cgan.load(\"{folder.name}\")` or explore it with `python app.py`.", "",
+        *summary_section(results),
         "## Data", "",
         f"- Dataset: {md(ds['name'])} ({md(split)} split), {ds.get('num_images', 'n/a'):,} images, "
         f"{len(meta['class_names'])} classes: {', '.join(md(n) for n in meta['class_names'])}",

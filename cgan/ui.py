@@ -99,6 +99,17 @@ class IntegerBox(gr.Textbox):
         return {"type": "integer", "description": f"whole number from {self.minimum} to {self.maximum}"}
 
 
+class ClassDropdown(gr.Dropdown):
+    """The class menu. Its choices follow the chosen dataset, so the API page must not list the first
+    dataset's classes as the only valid values: it documents a class name of the dataset instead."""
+
+    is_template = True  # rendered by Gradio's Dropdown front end
+
+    def api_info(self) -> dict:
+        return {"type": "string", "description": "a class name of the chosen dataset (see /datasets), "
+                                                 "\"All classes\", or a page such as \"Classes 17-32\""}
+
+
 def user_errors(fn):
     """Turn refused input into a gr.Error with its message; the server keeps serving either way."""
 
@@ -441,7 +452,7 @@ def slider(*args, **kwargs) -> gr.Slider:
 def _shared_controls(studio: Studio, first: str, start: dict) -> dict:
     c = {}
     c["dataset"] = gr.Dropdown(choices=studio.choices(), value=first, label="Dataset", elem_id="dataset")
-    c["cls"] = gr.Dropdown(choices=studio.class_choices(first), value=start["class"], label="Class",
+    c["cls"] = ClassDropdown(choices=studio.class_choices(first), value=start["class"], label="Class",
                            elem_id="class", info="\"All classes\": one labelled row per class")
     c["seed"] = number_field("Seed", 0, "seed", 0, MAX_SEED, "seed",
                              info=f"a whole number from 0 to {MAX_SEED:,}; Enter applies")
@@ -502,8 +513,8 @@ def _morph_tab(classes):
         mo["caption"] = gr.Markdown(elem_id="morph-caption")
         gr.Markdown("One latent (image 0 of the seed); the class moves from A to B by blending the class weights.")
         with gr.Row():
-            mo["class_a"] = gr.Dropdown(choices=classes, value=classes[0], label="Class A", elem_id="class-a")
-            mo["class_b"] = gr.Dropdown(choices=classes, value=classes[-1], label="Class B", elem_id="class-b")
+            mo["class_a"] = ClassDropdown(choices=classes, value=classes[0], label="Class A", elem_id="class-a")
+            mo["class_b"] = ClassDropdown(choices=classes, value=classes[-1], label="Class B", elem_id="class-b")
         mo["frames"] = slider(MIN_FRAMES, MAX_FRAMES, value=16, step=1, precision=0, label="Frames",
                                  elem_id="morph-frames")
         mo["button"] = gr.Button("Morph", variant="primary", elem_id="morph")

@@ -714,3 +714,19 @@ def launch(demo: gr.Blocks, **kwargs):
     if options.get("share"):
         raise ValueError("cgan-studio never opens a public share link")
     return demo.launch(**options)
+class ClassDropdown(gr.Dropdown):
+    """The class menu. Its choices follow the chosen dataset, so the API page must not list the first
+    dataset's classes as the only valid values: it documents a class name of the dataset instead."""
+
+    is_template = True  # rendered by Gradio's Dropdown front end
+
+    def api_info(self) -> dict:
+        return {"type": "string", "description": "a class name of the chosen dataset (see /datasets), "
+                                                 "\"All classes\", or a page such as \"Classes 17-32\""}
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+    

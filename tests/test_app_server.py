@@ -275,3 +275,15 @@ def test_a_small_request_is_not_queued_behind_a_heavy_one():
         assert finished["small"] < finished["heavy"][1]
     finally:
         demo.close()
+
+
+def test_the_api_page_describes_the_real_contract(server):
+    demo, _ = server
+    endpoints = demo.get_api_info()["named_endpoints"]
+    params = {name: {p["parameter_name"]: p["type"] for p in ep["parameters"]} for name, ep in endpoints.items()}
+    g = params["/generate"]
+    assert g["seed"]["type"] == g["rows"]["type"] == g["cols"]["type"] == g["scale"]["type"] == "integer"
+    assert "enum" not in g["class_name"] and "class name of the chosen dataset" in g["class_name"]["description"]
+    assert params["/interpolate"]["frames"]["type"] == "integer"
+    assert params["/nearest"]["index"]["type"] == "integer"
+    assert set(g["dataset"]["enum"]) == {"mnist", "fashion-mnist", "emnist"}

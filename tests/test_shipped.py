@@ -49,3 +49,23 @@ def test_quick_evaluation_reproduces_stored_numbers(name):
     # and the stored full results say what the README says about the targets
     full = json.loads((folder / "evaluation.json").read_text())["full"]
     assert full["conditional_accuracy"]["ratio"] >= 0.98
+
+
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_model_card_opens_with_a_plain_summary_written_from_the_numbers(name):
+    import re
+
+    from cgan.model_card import render
+
+    folder = REPO / "checkpoints" / name
+    card = (folder / "MODEL_CARD.md").read_text()
+    notes = re.search(r"## Notes\n\n(.*?)\n\n## Intended", card, re.S)
+    assert card == render(folder, notes.group(1) if notes else None)  # every word of it from the files
+    short = card[card.index("## In short"):card.index("## Data")]
+    assert card.index("## In short") < card.index("## Metrics")
+    targets = json.loads((folder / "evaluation.json").read_text())["full"]["targets"]
+    assert short.count("- Weak:") >= sum(t["met"] is False for t in targets.values()) - 1
+    if name == "emnist":
+        assert "- Weak: some classes are often drawn as a look-alike class: q (10.30%)" in short
+    if name == "mnist":
+        assert "- Weak" not in short
