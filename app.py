@@ -28,6 +28,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoints", default=os.environ.get("CGAN_CHECKPOINTS") or str(HERE / "checkpoints"),
                    help="folder holding one exported checkpoint folder per dataset "
                         "(default: $CGAN_CHECKPOINTS or checkpoints/ next to app.py)")
+    p.add_argument("--data-dir", default=os.environ.get("CGAN_DATA_DIR"),
+                   help="folder with the datasets' official files (one sub-folder per dataset, as in "
+                        "../shared/data): the nearest-neighbour view then searches every training image, not "
+                        "only the bundled sample (default: $CGAN_DATA_DIR)")
     p.add_argument("--runs", default=os.environ.get("CGAN_RUNS"),
                    help="folder of training runs to show live (default: $CGAN_RUNS, else runs/ when it exists)")
     p.add_argument("--allow-training", action="store_true",
@@ -62,7 +66,8 @@ def main(argv=None) -> int:
             Path(runs).mkdir(parents=True, exist_ok=True)
             launcher = Launcher(runs)
             atexit.register(launcher.close)
-    demo = build(args.checkpoints, Studio(args.checkpoints, threads=args.threads), runs_root=runs, launcher=launcher,
+    studio = Studio(args.checkpoints, threads=args.threads, data_dir=args.data_dir)
+    demo = build(args.checkpoints, studio, runs_root=runs, launcher=launcher,
                  training_note=note)
     # SIGTERM (docker stop, Spaces restarts) shuts down like Ctrl-C: Gradio closes the server, then the
     # temporary files are removed at exit.

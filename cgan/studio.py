@@ -41,7 +41,9 @@ from PIL import Image
 from .checkpoints import (EVALUATOR_FILE, GENERATOR_FILE, META_FILE, STEP_DIR, CheckpointError, check_header,
                           expected_tensors, generator_on_meta, read_meta)
 from .images import label_rows, label_width, make_grid, upscale
+from .data import DatasetError
 from .model_card import md
+from .nearest import TrainingSetIndex, nearest_in
 from .sampling import Sampler, latents, lerp, real_samples_for, slerp
 
 log = logging.getLogger("cgan.studio")
@@ -314,8 +316,11 @@ def read_entry(folder: Path) -> DatasetEntry:
 class Studio:
     """Checkpoint listing, model cache and every handler of the app."""
 
-    def __init__(self, root: str | os.PathLike, threads: int | None = None, temp: TempFiles | None = None):
+    def __init__(self, root: str | os.PathLike, threads: int | None = None, temp: TempFiles | None = None,
+                 data_dir: str | os.PathLike | None = None):
         self.root = Path(root)
+        self.data_dir = Path(data_dir) if data_dir else None
+        self._training_sets: dict[str, TrainingSetIndex] = {}
         self.threads = configure_torch(threads)
         self.temp = temp or TempFiles()
         self._lock = threading.Lock()
@@ -444,6 +449,22 @@ class Studio:
                 entry = self.entries.pop(name)
                 self._skip(entry.folder, str(e) if isinstance(e, CheckpointError) else
                            f"the generator cannot be loaded ({type(e).__name__}: {show(str(e), 200)})")
+        if self.data_dir is not None:
+            self.index_training_sets()
+
+    def index_training_sets(self) -> None:
+        """With a data folder, index every image each checkpoint was trained on, for the nearest-neighbour
+        view. A checkpoint whose data is not there (or not the same) keeps its bundled sample, with a log
+        line saying why."""
+        for name, e in self.entries.items():
+            t = time.perf_counter()
+            try:
+                self._training_sets[name] = TrainingSetIndex.for_checkpoint(e.meta, self.data_dir)
+            except (DatasetError, OSError, ValueError, MemoryError) as err:
+                log.warning("%s: nearest neighbours search the bundled sample only: %s", name, err)
+                continue
+            log.info("%s: indexed %s in %.1f s", name, self._training_sets[name].description,
+                     time.perf_counter() - t)
 
     def real(self, dataset) -> tuple[np.ndarray, np.ndarray] | None:
         return self.entry(dataset).real
@@ -681,28 +702,35 @@ class Studio:
         index = check_int(index, "image index", 0, MAX_INDEX)
         psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
         scale = check_int(scale, "display scale", 1, MAX_SCALE)
-        real_images, real_labels = self._real_or_error(dataset)
+        full = self._training_sets.get(self.entry(dataset).name)
+        real_images, real_labels = (None, None) if full is not None else self._real_or_error(dataset)
         g, _ = s.sample([k], 1, seed=seed, truncation=psi, start=index)
-        flat = real_images.reshape(len(real_images), -1).astype(np.float32)
-        d = np.sqrt(((flat - g.reshape(1, -1).astype(np.float32)) ** 2).sum(1))
-        order = np.argsort(d, kind="stable")[:NEIGHBOURS]
-        image = hstack([make_grid(g, 1, 1, pad=PAD), make_grid(real_images[order], 1, len(order), pad=PAD)])
+        if full is not None:
+            order, dist, took = full.search(g[0], NEIGHBOURS)
+            found, found_labels = np.stack([full.image(i) for i in order]), full.labels[order]
+            searched = f"Searched: {full.description} (in {took * 1000:.0f} ms); a copy of a training image would " \
+                       f"be at distance 0."
+        else:
+            order, dist = nearest_in(real_images, g[0], NEIGHBOURS)
+            found, found_labels = real_images[order], real_labels[order]
+            per_class = np.bincount(real_labels, minlength=s.num_classes)
+            trained_on = self.entry(dataset).meta["dataset"].get("num_images")
+            searched = (f"Searched: the {len(real_images):,} real images bundled with this checkpoint "
+                        f"({int(per_class.min())}-{int(per_class.max())} per class, all classes)"
+                        + (f", a sample of the {trained_on:,} images it was trained on: a copy of a training image "
+                           f"outside this sample would not be found here (start the studio with --data-dir to "
+                           f"search all of them)." if isinstance(trained_on, int) else "."))
+        image = hstack([make_grid(g, 1, 1, pad=PAD), make_grid(found, 1, len(order), pad=PAD)])
         ref = self.real_reference(dataset, k)
         names = s.class_names
-        per_class = np.bincount(real_labels, minlength=len(names))
-        trained_on = self.entry(dataset).meta["dataset"].get("num_images")
         lines = []
         if overview:
             lines += [f"*{md(class_name)} is not one class: showing the first, {quoted(names[k])}. Choose a class "
                       f"above to search for another.*", ""]
         lines += [f"Generated image {index} of class **{md(names[k])}** (seed {seed}, truncation {psi:g}), left, and "
                   f"its {len(order)} nearest real images, right (L2 distance over pixel values 0-255).", "",
-                  f"Searched: the {len(real_images):,} real images bundled with this checkpoint "
-                  f"({int(per_class.min())}-{int(per_class.max())} per class, all classes)"
-                  + (f", a sample of the {trained_on:,} images it was trained on: a copy of a training image "
-                     f"outside this sample would not be found here." if isinstance(trained_on, int) else "."),
-                  "", "| rank | real class | distance |", "|---|---|---|"]
-        lines += [f"| {i + 1} | {md(names[int(real_labels[j])])} | {d[j]:.0f} |" for i, j in enumerate(order)]
+                  searched, "", "| rank | real class | distance |", "|---|---|---|"]
+        lines += [f"| {i + 1} | {md(names[int(c)])} | {d:.0f} |" for i, (c, d) in enumerate(zip(found_labels, dist))]
         if ref is not None:
             lines += ["", f"For scale: a bundled real {quoted(names[k])} image's nearest other bundled real "
                           f"{quoted(names[k])} image is at a median distance of {ref:.0f}; a copy of a bundled "

@@ -483,3 +483,36 @@ def test_typed_digits_are_a_seed(studio):
     a, _ = studio.generate("mnist", "3", " 1,024 ", 1, 2, 1.0, 1)
     b, _ = studio.generate("mnist", "3", 1024, 1, 2, 1.0, 1)
     assert np.array_equal(a, b)
+
+
+def test_nearest_searches_every_training_image_when_the_data_is_there(tiny_export, mnist_dir, tmp_path):
+    """With --data-dir the search covers all the training images: a training image planted equal to the
+    generated one is found at distance 0, and the distances are the brute-force ones."""
+    from cgan.data import load_dataset, write_idx
+
+    root = tmp_path / "checkpoints"
+    shutil.copytree(tiny_export, root / "mnist")
+    probe = Studio(root)
+    g, _ = probe.sampler("mnist").sample(["2"], 1, seed=77, start=5)
+    train = load_dataset("mnist", "train", mnist_dir)
+    images, labels = train.images.numpy()[:, 0].copy(), train.labels.numpy().astype(np.uint8)
+    images[40], labels[40] = g[0], 2
+    data = tmp_path / "data" / "mnist"
+    data.mkdir(parents=True)
+    write_idx(data / "train-images-idx3-ubyte.gz", images)
+    write_idx(data / "train-labels-idx1-ubyte.gz", labels)
+    s = Studio(root, data_dir=tmp_path / "data")
+    s.preload()
+    img, text = s.nearest("mnist", "2", 77, 5, 1.0, 1)
+    assert f"Searched: all {len(images)} images of the mnist train split it was trained on (in " in text
+    assert "| 1 | 2 | 0 |" in text and np.array_equal(tile(img[:, 30 + 2 + 8:], 0, 0), g[0])
+    d = np.sqrt(((images.reshape(len(images), -1).astype(np.float64) - g.reshape(1, -1)) ** 2).sum(1))
+    best = np.argsort(d, kind="stable")[:5]
+    for i, j in enumerate(best):
+        assert f"| {i + 1} | {labels[j]} | {d[j]:.0f} |" in text
+    # data that is not what the checkpoint was trained on is refused: the bundled sample is searched
+    write_idx(data / "train-images-idx3-ubyte.gz", images[:50])
+    write_idx(data / "train-labels-idx1-ubyte.gz", labels[:50])
+    other = Studio(root, data_dir=tmp_path / "data")
+    other.preload()
+    assert "bundled with this checkpoint" in other.nearest("mnist", "2", 77, 5, 1.0, 1)[1]
