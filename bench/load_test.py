@@ -5,7 +5,8 @@
 Starts `python app.py` on 127.0.0.1 (a free port; loopback traffic only), then runs N gradio_client clients
 in parallel threads, each calling /generate (4x8 grid), /interpolate (16 frames + GIF) and /morph (16 frames
 + GIF) in turn with random seeds and classes, downloading every file it gets, for a bounded time. Reports
-requests served, errors (must be 0), p50/p95/max latency per endpoint, throughput, and the server's peak
+requests served, errors (must be 0), p50/p95/max latency per endpoint, throughput, a small request's
+latency alone and while a heavy all-class animation runs (the animation lane), and the server's peak
 memory (VmHWM from /proc; psutil's RSS, sampled, where /proc is missing). Afterwards it checks that the app
 still answers promptly, and stops it with SIGTERM as docker/Spaces would. Exit status 1 on any error.
 """
@@ -73,6 +74,41 @@ def wait_for_page(url: str, proc: subprocess.Popen, timeout: float = 120) -> flo
         except OSError:
             time.sleep(0.2)
     raise SystemExit(f"app.py did not serve {url} within {timeout} s")
+
+
+def lane_check(url: str, datasets: dict, repeats: int = 5) -> dict | None:
+    """A small request (a 2x2 grid) alone, and while a heavy one runs (every class of the dataset with the
+    most classes, 48 interpolation frames): its latency in both cases, median of ``repeats``. Heavy
+    animations have their own lane, so the second should stay close to the first."""
+    from gradio_client import Client
+    from gradio_client.utils import Status
+
+    heavy_ds = max(datasets, key=lambda d: len(datasets[d]["classes"]))
+    if len(datasets[heavy_ds]["classes"]) > 64:
+        return None
+    small_ds = next(iter(datasets))
+    small_cls = datasets[small_ds]["classes"][0]
+    small_c, heavy_c = Client(url, verbose=False, download_files=False), Client(url, verbose=False, download_files=False)
+
+    def small() -> float:
+        t = time.perf_counter()
+        small_c.predict(small_ds, small_cls, random.randrange(2**31), 2, 2, 1.0, 1, api_name="/generate")
+        return time.perf_counter() - t
+
+    alone = [small() for _ in range(repeats)]
+    during, heavy_s = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        job = heavy_c.submit(heavy_ds, "All classes", random.randrange(2**31), 1, 48, "spherical", 1.0, 1,
+                             api_name="/interpolate")
+        while job.status().code != Status.PROCESSING and not job.done():
+            time.sleep(0.01)
+        during.append(small())
+        job.result()
+        heavy_s.append(time.perf_counter() - t)
+    return {"small": f"{small_ds} {small_cls!r} 2x2 grid", "heavy": f"{heavy_ds} all classes, 48 frames",
+            "small_alone_p50_ms": round(pct(alone, 50), 1), "small_during_heavy_p50_ms": round(pct(during, 50), 1),
+            "heavy_p50_ms": round(pct(heavy_s, 50), 1)}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -186,6 +222,7 @@ def main() -> int:
         page_ok = urllib.request.urlopen(url, timeout=10).status == 200
         responsive = alive and Path(png).is_file() and page_ok and after_s < 30
 
+        lanes = lane_check(url, datasets)
         errors = [r for r in results if r[2]]
         report = {
             "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {cores()} cores",
@@ -196,6 +233,7 @@ def main() -> int:
             "server_rss_peak_source": "VmHWM" if hwm else "sampled RSS",
             "server_rss_after_mib": round((rss_after or 0) / 1024, 1),
             "responsive_after": responsive, "check_after_s": round(after_s, 2), "stuck_clients": stuck,
+            "lanes": lanes,
         }
         for kind in ("/generate", "/interpolate", "/morph", "all"):
             times = [r[1] for r in results if (kind == "all" or r[0] == kind) and not r[2]]
@@ -209,6 +247,10 @@ def main() -> int:
         print(f"server memory: idle {report['server_rss_idle_mib']} MiB, peak {report['server_rss_peak_mib']} MiB "
               f"({report['server_rss_peak_source']}), after {report['server_rss_after_mib']} MiB")
         print(f"responsive afterwards: {responsive} (datasets + a 4x8 grid + the page in {after_s:.2f} s)")
+        if lanes:
+            print(f"lanes: {lanes['small']}: {lanes['small_alone_p50_ms']:.0f} ms alone, "
+                  f"{lanes['small_during_heavy_p50_ms']:.0f} ms while {lanes['heavy']} runs "
+                  f"({lanes['heavy_p50_ms']:.0f} ms)")
         for e in errors[:5]:
             print("error:", e[0], e[2][:300])
         if args.json:

@@ -56,7 +56,7 @@ class TrainingSetIndex:
         x = x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1)
         flat = np.ascontiguousarray(x.reshape(len(x), -1))
         norms = np.concatenate([(flat[i:i + BLOCK].astype(np.float64) ** 2).sum(1) for i in range(0, len(flat), BLOCK)])
-        split = ds.get("split", "train") + (f", EMNIST {ds['emnist_split']}" if ds.get("emnist_split") else "")
+        split = (f"{ds['emnist_split']} " if ds.get("emnist_split") else "") + ds.get("split", "train")
         return cls(flat, data.labels.numpy(), norms, shape,
                    f"all {len(flat):,} images of the {ds['name']} {split} split it was trained on")
 

@@ -765,7 +765,7 @@ def test_server_serves_its_outputs_and_nothing_else(app, traversal_root):
         f"{served.parent}/..%2F..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "/etc/passwd%00.png",
         f"{served}%00/../../../etc/passwd", str(traversal_root / "etc" / "passwd"), "/proc/self/environ",
         "file:///etc/passwd", "http://127.0.0.1:1/x", "http://localhost/etc/passwd"]
-    paths += [str(p) for p in studio.temp.folder.glob("*.gif")]  # the studio's own GIF folder: not served
+    paths += [str(p) for p in studio.temp.folder.glob("*/*.gif")]  # the studio's own GIF folder: not served
     assert paths[-1].endswith(".gif")
     for p in paths:
         status, body = http(f"{url}/gradio_api/file={p}")
