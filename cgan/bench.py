@@ -17,10 +17,10 @@ from dataclasses import replace
 import torch
 import torch.nn as nn
 
-from .cli import ARCH_DEFAULTS
 from .config import TrainConfig
 from .data import Dataset, load_dataset
 from .distributed import pick_device
+from .networks import ARCHITECTURES, recipe
 from .training import Trainer, device_name
 
 
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cgan.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
-    p.add_argument("--archs", default="sngan,dcgan,mlp")
+    p.add_argument("--archs", default=",".join(ARCHITECTURES))
     p.add_argument("--loaders", default="device,dataloader")
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers for the dataloader path")
     p.add_argument("--batch-size", type=int, default=None, help="default 256 on CUDA, 64 on CPU")
@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for arch in ([] if args.skip_throughput else args.archs.split(",")):
         for loader in args.loaders.split(","):
-            cfg = replace(TrainConfig(), arch=arch, **ARCH_DEFAULTS[arch], batch_size=batch, loader=loader,
+            # the recipe train.py uses for this architecture and dataset (sngan: DiffAugment on small data)
+            cfg = replace(TrainConfig(), **recipe(arch, len(dataset)), batch_size=batch, loader=loader,
                           workers=args.workers if loader == "dataloader" else 0,
                           amp=cuda if args.amp is None else args.amp,
                           compile=cuda if args.compile is None else args.compile, compile_mode=args.compile_mode)
@@ -228,8 +229,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['warmup_s'] if r['warmup_s'] is not None else '-':>9} {r['peak_mem_mb'] or '-':>8}")
     ttq = None
     if args.time_to_quality:
-        cfg = replace(TrainConfig(), **ARCH_DEFAULTS["sngan"], batch_size=args.ttq_batch_size,
-                      augment="translation,cutout", amp=cuda if args.amp is None else args.amp,
+        cfg = replace(TrainConfig(), **recipe("sngan", 10_000), batch_size=args.ttq_batch_size,  # MNIST test: 10k amp=cuda if args.amp is None else args.amp,
                       compile=cuda if args.compile is None else args.compile, compile_mode=args.compile_mode)
         print(f"time-to-quality: sngan, MNIST test split, batch {cfg.batch_size}, evaluation every "
               f"{args.ttq_eval_every} steps", flush=True)

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import shlex
 import shutil
 import signal
 import sys
 import threading
 import time
-from dataclasses import fields
 from pathlib import Path
 
 from . import distributed
@@ -19,18 +17,11 @@ from .checkpoints import (MAX_PARAMETERS, REAL_SAMPLES_FILE, CheckpointError, al
 from .config import TrainConfig
 from .data import DATASETS, EMNIST_SPLITS, SPLITS, DatasetError, load_dataset
 from .losses import LOSSES
-from .networks import ARCHITECTURES, parameter_count
+from .networks import ARCHITECTURES, AUTO_AUGMENT_MAX_IMAGES, parameter_count, recipe
 from .runs import (lock_run, newest_intact_checkpoint, original_command, reset_run_without_checkpoint,
                    reusable_without_checkpoint, write_real_samples, write_status)
 from .training import RunControl, TrainingDiverged, fit, write_run_info
 
-# Per-architecture defaults: the tutorial models keep their tutorials' settings.
-ARCH_DEFAULTS = {
-    "sngan": {"loss": "hinge", "g_width": 32, "d_width": 64},
-    "dcgan": {"loss": "bce", "g_width": 64, "d_width": 64},
-    "mlp": {"loss": "bce", "g_width": 256, "d_width": 256},
-}
-AUTO_AUGMENT_MAX_IMAGES = 20_000  # DiffAugment by default only where data is scarce
 # What --resume lets a user change; everything else is the run's own config.
 RESUME_OPTIONS = {"steps", "epochs", "device", "data_dir", "sample_every", "checkpoint_every", "log_every",
                   "resume", "progress"}
@@ -59,13 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="EMNIST split (default balanced); splits hold different images")
     g = p.add_argument_group("model")
     g.add_argument("--arch", default=d.arch, choices=list(ARCHITECTURES),
-                   help="; ".join(f"{k}: {v[3]}" for k, v in ARCHITECTURES.items()) + " (default %(default)s)")
-    g.add_argument("--loss", default=None, choices=LOSSES, help="default: hinge for sngan, bce for the tutorial archs")
+                   help="; ".join(f"{k}: {v.description}" for k, v in ARCHITECTURES.items()) + " (default %(default)s)")
+    g.add_argument("--loss", default=None, choices=LOSSES, help="default per arch: " + ", ".join(f"{k} {v.loss}" for k, v in ARCHITECTURES.items()))
     g.add_argument("--z-dim", type=int, default=d.z_dim, help="latent size (default %(default)s)")
     g.add_argument("--g-width", type=int, default=None, help="generator width (default per arch: " +
-                   ", ".join(f"{k} {v['g_width']}" for k, v in ARCH_DEFAULTS.items()) + ")")
+                   ", ".join(f"{k} {v.g_width}" for k, v in ARCHITECTURES.items()) + ")")
     g.add_argument("--d-width", type=int, default=None, help="discriminator width (default per arch: " +
-                   ", ".join(f"{k} {v['d_width']}" for k, v in ARCH_DEFAULTS.items()) + ")")
+                   ", ".join(f"{k} {v.d_width}" for k, v in ARCHITECTURES.items()) + ")")
     g = p.add_argument_group("optimisation")
     length = g.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, default=None, help="total iterations (G updates) to reach")
@@ -85,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "label (default %(default)s)")
     g.add_argument("--augment", default="auto",
                    help="DiffAugment policy: comma-separated from translation,cutout; 'none'; or 'auto' "
-                        f"(translation,cutout for sngan on datasets under {AUTO_AUGMENT_MAX_IMAGES:,} images)")
+                        "(translation,cutout for " + ", ".join(k for k, v in ARCHITECTURES.items() if v.auto_augment) +
+                        f" on datasets under {AUTO_AUGMENT_MAX_IMAGES:,} images)")
     g.add_argument("--ema-decay", type=float, default=d.ema_decay, help="generator EMA decay (default %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
     g = p.add_argument_group("speed")
@@ -128,17 +120,13 @@ def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
 
 
 def config_from_args(args: argparse.Namespace, num_images: int) -> TrainConfig:
-    arch = ARCH_DEFAULTS[args.arch]
-    augment = args.augment
-    if augment == "auto":
-        augment = "translation,cutout" if args.arch == "sngan" and num_images < AUTO_AUGMENT_MAX_IMAGES else ""
-    elif augment == "none":
-        augment = ""
+    defaults = recipe(args.arch, num_images)
+    augment = {"auto": defaults["augment"], "none": ""}.get(args.augment, args.augment)
     cuda = args.device_type == "cuda"
     return TrainConfig(
         dataset=args.dataset, split=args.split, emnist_split=args.emnist_split if args.dataset == "emnist" else None,
-        arch=args.arch, loss=args.loss or arch["loss"], z_dim=args.z_dim,
-        g_width=args.g_width or arch["g_width"], d_width=args.d_width or arch["d_width"],
+        arch=args.arch, loss=args.loss or defaults["loss"], z_dim=args.z_dim,
+        g_width=args.g_width or defaults["g_width"], d_width=args.d_width or defaults["d_width"],
         steps=0, batch_size=args.batch_size, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1, beta2=args.beta2,
         d_steps=args.d_steps, label_smoothing=args.label_smoothing, mismatch_weight=args.mismatch_weight,
         augment=augment, ema_decay=args.ema_decay, seed=args.seed,
@@ -146,53 +134,6 @@ def config_from_args(args: argparse.Namespace, num_images: int) -> TrainConfig:
         compile_mode=args.compile_mode or ("reduce-overhead" if cuda else "default"),
         loader=args.loader, workers=args.workers, log_every=args.log_every, sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every, keep=args.keep)
-
-
-def check_types(cfg: TrainConfig) -> None:
-    """Every field has its default's type (a resumed run's config comes from checkpoint.json, which may be
-    damaged or hostile), and every number is finite."""
-    default = TrainConfig()
-    for f in fields(TrainConfig):
-        v, d = getattr(cfg, f.name), getattr(default, f.name)
-        if f.name == "emnist_split":
-            ok, want = v is None or isinstance(v, str), "a string or null"
-        elif isinstance(d, bool):
-            ok, want = isinstance(v, bool), "true or false"
-        elif isinstance(d, int):
-            ok, want = isinstance(v, int) and not isinstance(v, bool), "an integer"
-        elif isinstance(d, float):
-            ok, want = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-                        "a finite number")
-        else:
-            ok, want = isinstance(v, str), "a string"
-        if not ok:
-            raise ValueError(f"{f.name} (--{f.name.replace('_', '-')}) must be {want}, got {v!r}")
-
-
-def validate(cfg: TrainConfig) -> None:
-    check_types(cfg)
-    checks = [
-        (cfg.arch in ARCHITECTURES, f"unknown architecture {cfg.arch!r}"),
-        (cfg.loss in LOSSES, f"unknown loss {cfg.loss!r}; choose one of: {', '.join(LOSSES)}"),
-        (cfg.loader in ("device", "dataloader"), f"unknown loader {cfg.loader!r}; choose device or dataloader"),
-        (cfg.batch_size >= 1, "--batch-size must be at least 1"),
-        (cfg.z_dim >= 1, "--z-dim must be at least 1"),
-        (cfg.g_width >= 1 and cfg.d_width >= 1, "--g-width and --d-width must be at least 1"),
-        (cfg.lr_g > 0 and cfg.lr_d > 0, "learning rates must be positive"),
-        (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1, "Adam betas must be in [0, 1)"),
-        (cfg.d_steps >= 1, "--d-steps must be at least 1"),
-        (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
-        (cfg.label_smoothing == 0 or cfg.loss == "bce", "--label-smoothing applies to the bce loss only"),
-        (cfg.mismatch_weight >= 0, "--mismatch-weight must be >= 0"),
-        (0 <= cfg.ema_decay < 1, "--ema-decay must be in [0, 1)"),
-        (cfg.log_every >= 1 and cfg.checkpoint_every >= 1, "--log-every and --checkpoint-every must be >= 1"),
-        (cfg.sample_every >= 0, "--sample-every must be >= 0"),
-        (cfg.keep >= 1, "--keep must be at least 1"),
-        (cfg.workers >= 0, "--workers must be >= 0"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
 
 
 def check_size(cfg: TrainConfig, dataset) -> None:
@@ -322,7 +263,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
                                   f"{run_dir}/checkpoints/step-*/; the run stopped before its first one): {again}")
         meta = read_meta(resume_from)
         cfg = TrainConfig.from_dict(meta["config"])
-        validate(cfg)  # the config comes from checkpoint.json: check it before anything uses it
+        cfg.validate()  # the config comes from checkpoint.json: check it before anything uses it
         for name in ("sample_every", "checkpoint_every", "log_every"):
             if name in given:
                 setattr(cfg, name, getattr(args, name))
@@ -341,7 +282,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
         cfg.steps = steps if steps is not None else resolve_steps(
             argparse.Namespace(steps=None, epochs=10), cfg, len(dataset), dist_info.world_size)
         run_dir = Path(args.out or f"runs/{cfg.dataset}-{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
-    validate(cfg)
+    cfg.validate()
     check_size(cfg, dataset)
     if dist_info.is_main:
         check_writable(run_dir)

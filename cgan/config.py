@@ -1,7 +1,12 @@
-"""The training configuration: one dataclass, saved inside every checkpoint."""
+"""The training configuration: one dataclass, saved inside every checkpoint, that checks itself."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
+
+from .augment import parse_policy
+from .losses import LOSSES
+from .networks import ARCHITECTURES
 
 
 @dataclass
@@ -43,6 +48,57 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the option when a field has the wrong type or an impossible value. A
+        resumed run's config comes from checkpoint.json, which may be damaged or hostile, so every field is
+        checked before anything uses it; the augmentation policy too, before any run folder exists."""
+        self._check_types()
+        rules = [
+            (self.arch in ARCHITECTURES, f"unknown architecture {self.arch!r}; choose one of: {', '.join(ARCHITECTURES)}"),
+            (self.loss in LOSSES, f"unknown loss {self.loss!r}; choose one of: {', '.join(LOSSES)}"),
+            (self.loader in ("device", "dataloader"), f"unknown loader {self.loader!r}; choose device or dataloader"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.z_dim >= 1, "--z-dim must be at least 1"),
+            (self.g_width >= 1 and self.d_width >= 1, "--g-width and --d-width must be at least 1"),
+            (self.lr_g > 0 and self.lr_d > 0, "learning rates must be positive"),
+            (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "Adam betas must be in [0, 1)"),
+            (self.d_steps >= 1, "--d-steps must be at least 1"),
+            (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+            (self.label_smoothing == 0 or self.loss == "bce", "--label-smoothing applies to the bce loss only"),
+            (self.mismatch_weight >= 0, "--mismatch-weight must be >= 0"),
+            (0 <= self.ema_decay < 1, "--ema-decay must be in [0, 1)"),
+            (self.log_every >= 1 and self.checkpoint_every >= 1, "--log-every and --checkpoint-every must be >= 1"),
+            (self.sample_every >= 0, "--sample-every must be >= 0"),
+            (self.keep >= 1, "--keep must be at least 1"),
+            (self.workers >= 0, "--workers must be >= 0"),
+        ]
+        for ok, message in rules:
+            if not ok:
+                raise ValueError(message)
+        try:
+            parse_policy(self.augment)
+        except ValueError as e:
+            raise ValueError(f"--augment: {e}") from None
+
+    def _check_types(self) -> None:
+        """Every field has its default's type, and every number is finite."""
+        default = TrainConfig()
+        for f in fields(TrainConfig):
+            v, d = getattr(self, f.name), getattr(default, f.name)
+            if f.name == "emnist_split":
+                ok, want = v is None or isinstance(v, str), "a string or null"
+            elif isinstance(d, bool):
+                ok, want = isinstance(v, bool), "true or false"
+            elif isinstance(d, int):
+                ok, want = isinstance(v, int) and not isinstance(v, bool), "an integer"
+            elif isinstance(d, float):
+                ok, want = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+                            "a finite number")
+            else:
+                ok, want = isinstance(v, str), "a string"
+            if not ok:
+                raise ValueError(f"{f.name} (--{f.name.replace('_', '-')}) must be {want}, got {v!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

@@ -10,6 +10,8 @@ Images are in [-1, 1], shape (B, C, H, W), H = W divisible by 4 (28 for the MNIS
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -187,23 +189,49 @@ class SNGANDiscriminator(nn.Module):
         return self.linear(h).squeeze(1) + (self.embed(c) * h).sum(dim=1)
 
 
-# The registry: name -> (generator class, discriminator class, default widths (G, D), description).
+@dataclass(frozen=True)
+class Architecture:
+    """Everything about one architecture: adding an architecture is one entry in ARCHITECTURES."""
+
+    generator: type[nn.Module]        # (z_dim, num_classes, channels, size, width)
+    discriminator: type[nn.Module]    # (num_classes, channels, size, width)
+    g_width: int                      # default widths
+    d_width: int
+    loss: str                         # default loss: "hinge" or "bce"
+    auto_augment: bool                # whether --augment auto turns DiffAugment on for small datasets
+    description: str
+
+
+AUTO_AUGMENT_MAX_IMAGES = 20_000      # "small": DiffAugment by default only where data is scarce
+
 ARCHITECTURES = {
-    "sngan": (SNGANGenerator, SNGANDiscriminator, (32, 64),
-              "default: conditional-BN conv G, spectral-norm projection D"),
-    "dcgan": (DCGANGenerator, DCGANDiscriminator, (64, 64),
-              "tutorial conv CGAN: transposed convs + BN; labels as extra D input channels"),
-    "mlp": (MLPGenerator, MLPDiscriminator, (256, 256),
-            "tutorial MLP CGAN: [z, one-hot] MLPs with leaky ReLU and dropout"),
+    "sngan": Architecture(SNGANGenerator, SNGANDiscriminator, 32, 64, "hinge", True,
+                          "default: conditional-BN conv G, spectral-norm projection D"),
+    "dcgan": Architecture(DCGANGenerator, DCGANDiscriminator, 64, 64, "bce", False,
+                          "tutorial conv CGAN: transposed convs + BN; labels as extra D input channels"),
+    "mlp": Architecture(MLPGenerator, MLPDiscriminator, 256, 256, "bce", False,
+                        "tutorial MLP CGAN: [z, one-hot] MLPs with leaky ReLU and dropout"),
 }
 
 
 def build_generator(arch: str, z_dim: int, num_classes: int, channels: int, size: int, width: int) -> nn.Module:
-    return ARCHITECTURES[arch][0](z_dim, num_classes, channels, size, width)
+    return ARCHITECTURES[arch].generator(z_dim, num_classes, channels, size, width)
 
 
 def build_discriminator(arch: str, num_classes: int, channels: int, size: int, width: int) -> nn.Module:
-    return ARCHITECTURES[arch][1](num_classes, channels, size, width)
+    return ARCHITECTURES[arch].discriminator(num_classes, channels, size, width)
+
+
+def default_augment(arch: str, num_images: int) -> str:
+    """The DiffAugment policy that --augment auto means for this architecture and dataset size."""
+    return "translation,cutout" if ARCHITECTURES[arch].auto_augment and num_images < AUTO_AUGMENT_MAX_IMAGES else ""
+
+
+def recipe(arch: str, num_images: int) -> dict:
+    """The TrainConfig fields an architecture's defaults fill in, for a dataset of ``num_images``."""
+    a = ARCHITECTURES[arch]
+    return {"arch": arch, "g_width": a.g_width, "d_width": a.d_width, "loss": a.loss,
+            "augment": default_augment(arch, num_images)}
 
 
 def parameter_count(arch: str, z_dim: int, num_classes: int, channels: int, size: int, g_width: int,

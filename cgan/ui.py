@@ -122,7 +122,7 @@ def user_errors(fn):
             raise gr.Error(html.escape(str(e), quote=False), print_exception=False) from None
         except gr.Error:
             raise
-        except Exception as e:  # a bug: log it, tell the user without leaking internals
+        except Exception:  # a bug: log it, tell the user without leaking internals
             log.exception("handler %s failed", fn.__name__)
             raise gr.Error("internal error; the server logged the details") from None
 
