@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     runs = args.runs or ("runs" if Path("runs").is_dir() else None)
     private_gradio_cache()
     from cgan.launcher import Launcher, training_allowed
-    from cgan.studio import Studio
+    from cgan.studio import Studio, configure_torch
     from cgan.ui import build, launch  # gradio and torch are imported here, once
 
     launcher, note = None, ""
@@ -66,7 +66,8 @@ def main(argv=None) -> int:
             Path(runs).mkdir(parents=True, exist_ok=True)
             launcher = Launcher(runs)
             atexit.register(launcher.close)
-    studio = Studio(args.checkpoints, threads=args.threads, data_dir=args.data_dir)
+    configure_torch(args.threads)  # process-wide: torch's thread pool
+    studio = Studio(args.checkpoints, data_dir=args.data_dir)
     demo = build(args.checkpoints, studio, runs_root=runs, launcher=launcher,
                  training_note=note)
     # SIGTERM (docker stop, Spaces restarts) shuts down like Ctrl-C: Gradio closes the server, then the

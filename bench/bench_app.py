@@ -64,8 +64,9 @@ def main() -> int:
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
 
-    from cgan.studio import Studio
+    from cgan.studio import Studio, configure_torch
 
+    configure_torch()  # as app.py does: every core this process may use
     studio = Studio(args.checkpoints)
     if args.dataset not in studio.names:
         print(f"error: no checkpoint {args.dataset!r} in {args.checkpoints} (found: {', '.join(studio.names)})",

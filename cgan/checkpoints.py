@@ -24,7 +24,9 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
+
+from .files import atomic_write, fsync_path
 
 FORMAT = "cgan-studio-checkpoint"
 FORMAT_VERSION = 1
@@ -51,14 +53,6 @@ class CheckpointError(RuntimeError):
 
 # ----------------------------------------------------------------------------- writing
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
 
@@ -77,10 +71,10 @@ def write_folder(final: Path, meta: dict, tensor_files: dict[str, dict[str, torc
                 save_file(contiguous(tensors), str(tmp / name))
             except SafetensorError as e:  # safetensors reports I/O errors (a full disk) as its own type
                 raise OSError(f"could not write {final / name}: {e}") from e
-            _fsync(tmp / name)
+            fsync_path(tmp / name)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        _fsync(tmp / META_FILE)
-        _fsync(tmp)
+        fsync_path(tmp / META_FILE)
+        fsync_path(tmp)
         if final.exists():  # re-writing the same step (e.g. after a resume): replace it as a whole
             old = final.parent / f".old-{final.name}-{os.getpid()}"
             os.rename(final, old)
@@ -88,31 +82,16 @@ def write_folder(final: Path, meta: dict, tensor_files: dict[str, dict[str, torc
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final)
-        _fsync(final.parent)
+        fsync_path(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
 
 
-def write_tensor_file(file: Path, tensors: dict[str, torch.Tensor]) -> Path:
-    """Write one safetensors file atomically: a temporary name in the same folder, fsync, rename into
-    place, fsync the folder. A crash leaves either the whole file or none (at most a ``.tmp-`` file)."""
-    file = Path(file)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".tmp-{file.name}-{os.getpid()}")
-    try:
-        try:
-            save_file(contiguous(tensors), str(tmp))
-        except SafetensorError as e:  # I/O errors (a full disk) come as safetensors' own type
-            raise OSError(f"could not write {file}: {e}") from e
-        _fsync(tmp)
-        os.replace(tmp, file)
-        _fsync(file.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return file
+def write_tensor_file(file: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+    """Write one safetensors file atomically (files.atomic_write). A crash leaves the whole file or none."""
+    return atomic_write(file, lambda f: f.write(save(contiguous(tensors), metadata=metadata)))
 
 
 def real_sample(images: torch.Tensor, labels: torch.Tensor, num_classes: int, per_class: int, seed: int = 0):

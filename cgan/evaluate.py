@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -47,6 +46,7 @@ import torch
 
 from .checkpoints import CheckpointError, resolve_checkpoint
 from .data import DatasetError, load_dataset
+from .files import atomic_write_text
 from .evaluator import Evaluator, as_nchw, check_fingerprint, load_evaluator, stratified_split, train_evaluator
 from .metrics import (accuracy, balanced_accuracy, frechet_distance, memorization, nan_to_none,
                       per_class_accuracy, precision_recall)
@@ -427,7 +427,7 @@ def evaluate_sampler(sampler, evaluator: Evaluator, real: RealData, protocol: Pr
 
 
 def targets(r: dict) -> dict:
-    """The issue's targets, each with its measured value and whether it is met (None: not measured)."""
+    """The quality targets, each with its measured value and whether it is met (None: not measured)."""
     cond, fd, memo, gt = r["conditional_accuracy"], r["frechet"], r["memorization"], r["gan_train"]
     per = [v for v in cond["per_class_ratio"].values() if v is not None]
     out = {
@@ -565,7 +565,7 @@ def format_report(r: dict) -> str:
                      f"{_f(gt['per_class'][name] if gt else None, '{:.3f}'):>7} "
                      f"{_f(f['generated'], '{:.2f}'):>8} {_f(f['floor'], '{:.2f}'):>8} {_f(f['ratio'], '{:.2f}'):>7} "
                      f"{f['n']:>5}")
-    lines += ["", "targets (issue 3):"]
+    lines += ["", "quality targets:"]
     for name, t in r["targets"].items():
         mark = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
         lines.append(f"  {name:<28}{_f(t['value']):>10}  {mark}")
@@ -585,10 +585,7 @@ def write_results(folder: Path, result: dict) -> Path:
         if not isinstance(data, dict):
             raise CheckpointError(f"{file}: top level is not a JSON object; move it away to write new results")
     data[result["protocol"]["name"]] = result
-    tmp = file.with_name(f".tmp-{os.getpid()}-{file.name}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, file)
-    return file
+    return atomic_write_text(file, json.dumps(data, indent=2, sort_keys=True))
 
 
 def main(argv: list[str] | None = None) -> int:

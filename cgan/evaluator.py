@@ -39,9 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from .checkpoints import EVALUATOR_FILE, META_FILE, CheckpointError, load_module
+from .checkpoints import EVALUATOR_FILE, META_FILE, CheckpointError, load_module, write_tensor_file
 from .data import DATASETS, EMNIST_SPLITS, DatasetError, load_dataset
 
 FORMAT = "cgan-studio-evaluator"
@@ -306,10 +305,7 @@ def save_evaluator(net: EvaluatorNet, header: dict, out: str | os.PathLike,
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     if heldout_index is not None:
         tensors["split.heldout_index"] = heldout_index.to(torch.int32).contiguous()
-    tmp = file.with_name(f".tmp-{os.getpid()}-{file.name}")
-    save_file(tensors, str(tmp), metadata={HEADER_KEY: json.dumps(header, sort_keys=True)})
-    os.replace(tmp, file)
-    return file
+    return write_tensor_file(file, tensors, metadata={HEADER_KEY: json.dumps(header, sort_keys=True)})
 
 
 def _check_header(h, file: Path) -> dict:

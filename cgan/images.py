@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .files import atomic_write
+
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(B, C, H, W) in [-1, 1] -> uint8 (B, H, W) for grayscale or (B, H, W, 3) for RGB; 0 is black."""
@@ -42,12 +44,8 @@ def upscale(image: np.ndarray, factor: int) -> np.ndarray:
 
 def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     """Write a PNG atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    picture = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    return atomic_write(path, lambda f: picture.save(f, format="PNG"))
 
 
 def _label_font(scale: int):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from .files import atomic_write
 from .runs import read_loss_rows
 
 SERIES = (("d_loss", (214, 39, 40)), ("g_loss", (31, 119, 180)))
@@ -45,8 +46,4 @@ def plot_losses(csv_path: str | Path, png_path: str | Path, width: int = 800, he
         else:
             draw.ellipse([pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2], fill=colour)
         draw.text((x0 + 10 + 90 * k, y0 + 5), name, fill=colour)
-    png_path = Path(png_path)
-    tmp = png_path.with_name(".tmp-" + png_path.name)
-    img.save(tmp, format="PNG")
-    tmp.replace(png_path)
-    return png_path
+    return atomic_write(png_path, lambda f: img.save(f, format="PNG"))

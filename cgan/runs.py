@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .checkpoints import (GENERATOR_FILE, REAL_SAMPLES_FILE, TRAINING_FILE, CheckpointError, list_checkpoints,
                           pid_alive, read_meta, real_sample, tensor_header, write_tensor_file)
+from .files import atomic_write_text
 
 LOSS_COLUMNS = ["step", "epoch", "images_seen", "seconds", "d_loss", "g_loss", "d_real", "d_fake", "images_per_s"]
 LOSS_FILE = "losses.csv"
@@ -70,28 +71,9 @@ def write_status(run_dir: Path, state: str, step: int, message: str = "") -> Non
     message, the time and the writer's PID. Written by the training process only (it holds the lock)."""
     if state not in STATES:
         raise ValueError(f"unknown run state {state!r}; one of: {', '.join(STATES)}")
-    run_dir = Path(run_dir)
-    path = run_dir / STATUS_FILE
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     record = {"state": state, "step": int(step), "message": str(message),
               "time": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"), "pid": os.getpid()}
-    try:
-        with open(tmp, "w") as f:
-            f.write(json.dumps(record, indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:
-        fd = os.open(run_dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass  # the rename is done; a folder that cannot be fsynced only weakens the power-loss guarantee
+    atomic_write_text(Path(run_dir) / STATUS_FILE, json.dumps(record, indent=2) + "\n")
 
 
 def read_status(run_dir: Path) -> dict | None:
@@ -156,10 +138,7 @@ def write_real_samples(run_dir: Path, dataset, seed: int, per_class: int = REAL_
 def create_loss_log(path: Path) -> None:
     """A new losses.csv holding only its header, on disk (fsynced) before training starts, so that a
     crash at any moment leaves a log that --resume can read."""
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerow(LOSS_COLUMNS)
-        f.flush()
-        os.fsync(f.fileno())
+    atomic_write_text(path, ",".join(LOSS_COLUMNS) + "\r\n")  # csv's own line ending, as the writer appends
 
 
 def loss_records(path: Path) -> list[list[str]]:
@@ -189,15 +168,11 @@ def read_loss_rows(path: Path) -> list[dict[str, float]]:
 def repair_loss_log(path: Path, step: int) -> None:
     """Rewrite the log as its header plus its readable rows up to ``step`` (the checkpoint resumed from;
     later rows are re-done), atomically."""
-    kept = [r for r in loss_records(path) if int(r[0]) <= step]
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(LOSS_COLUMNS)
-        writer.writerows(kept)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    writer.writerow(LOSS_COLUMNS)
+    writer.writerows(r for r in loss_records(path) if int(r[0]) <= step)
+    atomic_write_text(path, out.getvalue())
 
 
 # ----------------------------------------------------------------------------- recoverable runs

@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from .checkpoints import CheckpointError, allocation_error
+from .files import atomic_write
 from .images import make_grid, save_png, upscale
 from .sampling import MAX_SEED, Sampler
 
@@ -42,12 +42,7 @@ def parse_classes(text: str | None, sampler: Sampler) -> list[int]:
 
 
 def write_npz(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    with open(tmp, "wb") as f:
-        np.savez(f, images=images, labels=labels.astype(np.int64))
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez(f, images=images, labels=labels.astype(np.int64)))
 
 
 def main(argv: list[str] | None = None) -> int:

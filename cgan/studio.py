@@ -122,6 +122,12 @@ def check_float(value, name: str, lo: float, hi: float, lo_open: bool = False) -
     return v
 
 
+def check_view(truncation, scale) -> tuple[float, int]:
+    """The truncation psi in (0, 1] and the display scale 1..MAX_SCALE that every view takes."""
+    return (check_float(truncation, "truncation", 0.0, 1.0, lo_open=True),
+            check_int(scale, "display scale", 1, MAX_SCALE))
+
+
 def check_choice(value, name: str, choices, where: str = "") -> str:
     choices = list(choices)
     if not isinstance(value, str) or value not in choices:
@@ -316,12 +322,11 @@ def read_entry(folder: Path) -> DatasetEntry:
 class Studio:
     """Checkpoint listing, model cache and every handler of the app."""
 
-    def __init__(self, root: str | os.PathLike, threads: int | None = None, temp: TempFiles | None = None,
+    def __init__(self, root: str | os.PathLike, temp: TempFiles | None = None,
                  data_dir: str | os.PathLike | None = None):
         self.root = Path(root)
         self.data_dir = Path(data_dir) if data_dir else None
         self._training_sets: dict[str, TrainingSetIndex] = {}
-        self.threads = configure_torch(threads)
         self.temp = temp or TempFiles()
         self._lock = threading.Lock()
         self._samplers: dict[str, Sampler] = {}
@@ -519,8 +524,7 @@ class Studio:
         seed = check_int(seed, "seed", 0, MAX_SEED)
         rows = check_int(rows, "rows", 1, MAX_GRID)
         cols = check_int(cols, "columns", 1, MAX_GRID)
-        psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
-        scale = check_int(scale, "display scale", 1, MAX_SCALE)
+        psi, scale = check_view(truncation, scale)
         size = s.meta["image"]["size"]
         if overview:
             rows = len(classes)
@@ -554,8 +558,7 @@ class Studio:
         classes, overview = self._classes(s, class_name)
         seed = check_int(seed, "seed", 0, MAX_SEED)
         rows, cols = check_int(rows, "rows", 1, MAX_GRID), check_int(cols, "columns", 1, MAX_GRID)
-        psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
-        scale = check_int(scale, "display scale", 1, MAX_SCALE)
+        psi, scale = check_view(truncation, scale)
         x, y = check_int(x, "x", 0, 10**6), check_int(y, "y", 0, 10**6)
         size = s.meta["image"]["size"]
         rows = len(classes) if overview else rows
@@ -582,8 +585,7 @@ class Studio:
         index_b = check_int(index_b, "image index B", 0, MAX_INDEX)
         frames = check_int(frames, "frames", MIN_FRAMES, MAX_FRAMES)
         method = check_choice(method, "interpolation method", METHODS)
-        psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
-        scale = check_int(scale, "display scale", 1, MAX_SCALE)
+        psi, scale = check_view(truncation, scale)
         self._check_animation(s, len(classes), frames)
         with torch.inference_mode():
             ends = torch.cat([latents(seed_a, [index_a], s.z_dim), latents(seed_b, [index_b], s.z_dim)])
@@ -611,8 +613,7 @@ class Studio:
         b = self._class(s, class_b, "class B")
         seed = check_int(seed, "seed", 0, MAX_SEED)
         frames = check_int(frames, "frames", MIN_FRAMES, MAX_FRAMES)
-        psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
-        scale = check_int(scale, "display scale", 1, MAX_SCALE)
+        psi, scale = check_view(truncation, scale)
         self._check_animation(s, 1, frames)
         with torch.inference_mode():
             z = (latents(seed, [0], s.z_dim) * psi).repeat(frames, 1)
@@ -671,8 +672,7 @@ class Studio:
         classes, overview = self._classes(s, class_name)
         seed = check_int(seed, "seed", 0, MAX_SEED)
         count = check_int(count, "images per side", 1, MAX_COMPARE)
-        psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
-        scale = check_int(scale, "display scale", 1, MAX_SCALE)
+        psi, scale = check_view(truncation, scale)
         real_images, real_labels = self._real_or_error(dataset)
         size = s.meta["image"]["size"]
         fewer = "ask for fewer images per side, or one class"
@@ -700,8 +700,7 @@ class Studio:
         k = classes[0]  # an overview is not one class: its first class stands in, and the text says so
         seed = check_int(seed, "seed", 0, MAX_SEED)
         index = check_int(index, "image index", 0, MAX_INDEX)
-        psi = check_float(truncation, "truncation", 0.0, 1.0, lo_open=True)
-        scale = check_int(scale, "display scale", 1, MAX_SCALE)
+        psi, scale = check_view(truncation, scale)
         full = self._training_sets.get(self.entry(dataset).name)
         real_images, real_labels = (None, None) if full is not None else self._real_or_error(dataset)
         g, _ = s.sample([k], 1, seed=seed, truncation=psi, start=index)

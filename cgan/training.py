@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -34,6 +35,7 @@ from .checkpoints import (FORMAT, FORMAT_VERSION, GENERATOR_FILE, META_FILE, TRA
 from .config import TrainConfig
 from .data import DATASETS, Dataset
 from .distributed import DistInfo, all_reduce_mean
+from .files import atomic_write_text
 from .images import from_uint8, make_grid, save_png, to_uint8
 from .losses import discriminator_loss, generator_loss
 from .networks import build_discriminator, build_generator
@@ -265,7 +267,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ samples
     @torch.no_grad()
-    def sample_grid(self, per_class: int = 10) -> "numpy.ndarray":  # noqa: F821
+    def sample_grid(self, per_class: int = 10) -> np.ndarray:
         """Fixed-noise grid from the EMA generator: one row per class, ``per_class`` columns."""
         z = latents(self.cfg.seed, range(per_class), self.cfg.z_dim).repeat(self.num_classes, 1).to(self.device)
         y = torch.arange(self.num_classes, device=self.device).repeat_interleave(per_class)
@@ -462,6 +464,4 @@ def write_run_info(run_dir: Path, argv: list[str], cfg: TrainConfig, dataset: Da
     info["invocations"].append({"argv": argv, "resumed": resumed, "git_commit": git_commit(),
                                 "versions": versions(), "device": device_name(device),
                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(info, indent=2))

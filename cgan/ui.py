@@ -84,30 +84,22 @@ HEAD = """<script>
 </script>"""
 
 
-class IntegerBox(gr.Textbox):
+def integer_box(value, *, label=None, info=None, elem_id=None, minimum: int = 0, maximum: int = MAX_SEED):
     """A text box for a whole number: the app receives exactly what was typed (no browser number parsing:
-    "1e3" is refused with a message, not read as 3), and the API page documents an integer."""
-
-    is_template = True  # rendered by Gradio's Textbox front end
-
-    def __init__(self, value: str = "", *, label: str | None = None, info: str | None = None,
-                 elem_id: str | None = None, minimum: int = 0, maximum: int = MAX_SEED):
-        self.minimum, self.maximum = minimum, maximum
-        super().__init__(value=value, label=label, info=info, elem_id=elem_id, max_lines=1)
-
-    def api_info(self) -> dict:
-        return {"type": "integer", "description": f"whole number from {self.minimum} to {self.maximum}"}
+    "1e3" is refused with a message, not read as 3), and the API page documents an integer. (The schema is
+    set on the instance: a Textbox subclass would make Gradio write a .pyi stub next to this module.)"""
+    box = gr.Textbox(value=str(value), label=label, info=info, elem_id=elem_id, max_lines=1)
+    box.api_info = lambda: {"type": "integer", "description": f"whole number from {minimum} to {maximum}"}
+    return box
 
 
-class ClassDropdown(gr.Dropdown):
-    """The class menu. Its choices follow the chosen dataset, so the API page must not list the first
+def class_dropdown(choices, value, label, elem_id, info=None):
+    """A class menu. Its choices follow the chosen dataset, so the API page must not list the first
     dataset's classes as the only valid values: it documents a class name of the dataset instead."""
-
-    is_template = True  # rendered by Gradio's Dropdown front end
-
-    def api_info(self) -> dict:
-        return {"type": "string", "description": "a class name of the chosen dataset (see /datasets), "
-                                                 "\"All classes\", or a page such as \"Classes 17-32\""}
+    menu = gr.Dropdown(choices=choices, value=value, label=label, elem_id=elem_id, info=info)
+    menu.api_info = lambda: {"type": "string", "description": "a class name of the chosen dataset (see /datasets), "
+                                                              "\"All classes\", or a page such as \"Classes 17-32\""}
+    return menu
 
 
 def user_errors(fn):
@@ -231,7 +223,7 @@ class NumberField:
 
 
 def number_field(label, value, name, lo, hi, elem_id, info=None) -> NumberField:
-    box = IntegerBox(value=str(value), label=label, elem_id=elem_id, info=info, minimum=lo, maximum=hi)
+    box = integer_box(value, label=label, elem_id=elem_id, info=info, minimum=lo, maximum=hi)
     error = gr.Markdown("", elem_id=f"{elem_id}-error")
     return NumberField(box, gr.State(value), gr.State(str(value)), error, name, lo, hi)
 
@@ -452,8 +444,8 @@ def slider(*args, **kwargs) -> gr.Slider:
 def _shared_controls(studio: Studio, first: str, start: dict) -> dict:
     c = {}
     c["dataset"] = gr.Dropdown(choices=studio.choices(), value=first, label="Dataset", elem_id="dataset")
-    c["cls"] = ClassDropdown(choices=studio.class_choices(first), value=start["class"], label="Class",
-                           elem_id="class", info="\"All classes\": one labelled row per class")
+    c["cls"] = class_dropdown(studio.class_choices(first), start["class"], "Class", "class",
+                              info="\"All classes\": one labelled row per class")
     c["seed"] = number_field("Seed", 0, "seed", 0, MAX_SEED, "seed",
                              info=f"a whole number from 0 to {MAX_SEED:,}; Enter applies")
     with gr.Row():
@@ -489,13 +481,18 @@ def _grid_tab():
     return tab, g
 
 
+def _animation_outputs(prefix: str, explanation: str) -> dict:
+    """The outputs of an animation tab: the GIF first (the fun part), the strip of frames, a caption."""
+    out = {"gif": _image("Animation (GIF)", f"{prefix}-gif", gif=True, buttons=("download",)),
+           "strip": _image("Frames (PNG)", f"{prefix}-strip"),
+           "caption": gr.Markdown(elem_id=f"{prefix}-caption")}
+    gr.Markdown(explanation)
+    return out
+
+
 def _interp_tab():
-    it = {}
     with gr.Tab("Interpolation", id="interp-tab") as tab:
-        it["gif"] = _image("Animation (GIF)", "interp-gif", gif=True, buttons=("download",))
-        it["strip"] = _image("Frames (PNG)", "interp-strip")
-        it["caption"] = gr.Markdown(elem_id="interp-caption")
-        gr.Markdown("From seed A (the seed control) to seed B, same class.")
+        it = _animation_outputs("interp", "From seed A (the seed control) to seed B, same class.")
         with gr.Row():
             it["seed_b"] = number_field("Seed B", 1, "seed B", 0, MAX_SEED, "seed-b", info="Enter applies")
             it["frames"] = slider(MIN_FRAMES, MAX_FRAMES, value=16, step=1, precision=0, label="Frames",
@@ -506,15 +503,12 @@ def _interp_tab():
 
 
 def _morph_tab(classes):
-    mo = {}
     with gr.Tab("Class morph", id="morph-tab") as tab:
-        mo["gif"] = _image("Animation (GIF)", "morph-gif", gif=True, buttons=("download",))
-        mo["strip"] = _image("Frames (PNG)", "morph-strip")
-        mo["caption"] = gr.Markdown(elem_id="morph-caption")
-        gr.Markdown("One latent (image 0 of the seed); the class moves from A to B by blending the class weights.")
+        mo = _animation_outputs("morph", "One latent (image 0 of the seed); the class moves from A to B by "
+                                         "blending the class weights.")
         with gr.Row():
-            mo["class_a"] = ClassDropdown(choices=classes, value=classes[0], label="Class A", elem_id="class-a")
-            mo["class_b"] = ClassDropdown(choices=classes, value=classes[-1], label="Class B", elem_id="class-b")
+            mo["class_a"] = class_dropdown(classes, classes[0], "Class A", "class-a")
+            mo["class_b"] = class_dropdown(classes, classes[-1], "Class B", "class-b")
         mo["frames"] = slider(MIN_FRAMES, MAX_FRAMES, value=16, step=1, precision=0, label="Frames",
                                  elem_id="morph-frames")
         mo["button"] = gr.Button("Morph", variant="primary", elem_id="morph")
@@ -681,9 +675,9 @@ def _train_tab(launcher: Launcher, note: str):
             t["arch"] = gr.Dropdown(list(ARCHITECTURES), value="sngan", label="Architecture", elem_id="train-arch")
             t["device"] = gr.Dropdown(list(DEVICES), value="auto", label="Device", elem_id="train-device")
         with gr.Row():
-            t["steps"] = IntegerBox("2000", label="Steps", elem_id="train-steps", minimum=1, maximum=10_000_000)
-            t["batch"] = IntegerBox("64", label="Batch size", elem_id="train-batch", minimum=1, maximum=4096)
-            t["seed"] = IntegerBox("0", label="Seed", elem_id="train-seed")
+            t["steps"] = integer_box(2000, label="Steps", elem_id="train-steps", minimum=1, maximum=10_000_000)
+            t["batch"] = integer_box(64, label="Batch size", elem_id="train-batch", minimum=1, maximum=4096)
+            t["seed"] = integer_box(0, label="Seed", elem_id="train-seed")
         t["name"] = gr.Textbox("", label="Run name (empty: dataset-arch-time)", elem_id="train-name", max_lines=1)
         with gr.Row():
             t["start"] = gr.Button("Start training", variant="primary", elem_id="train-start")

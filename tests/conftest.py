@@ -14,7 +14,7 @@ import torch
 from cgan.data import write_idx
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("CGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("CGAN_DATA_DIR", REPO.parent / "shared" / "data"))  # as app.py --data-dir
 TINY = ["--g-width", "8", "--d-width", "8", "--z-dim", "16", "--batch-size", "16", "--no-progress"]
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))

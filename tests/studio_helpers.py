@@ -7,7 +7,6 @@ synthetic datasets written in the official IDX format, so the tests never need a
 """
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import socket
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from cgan.data import write_idx
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = Path(os.environ.get("CGAN_TEST_CHECKPOINTS", REPO / "checkpoints"))  # the shipped checkpoints
@@ -33,12 +34,6 @@ REAL_PER_CLASS = 16
 
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    with gzip.open(path, "wb", compresslevel=1) as f:
-        f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-
-
 def synthetic_idx(folder: Path, prefix: str, num_classes: int, per_class: int = 24) -> Path:
     """A small dataset in the official IDX format: class k is a bar at an angle set by k, plus noise."""
     rng = np.random.default_rng(0)
@@ -53,8 +48,8 @@ def synthetic_idx(folder: Path, prefix: str, num_classes: int, per_class: int = 
             images.append(np.clip(img + rng.normal(0, 10, img.shape), 0, 255).astype(np.uint8))
             labels.append(k)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", np.stack(images))
-    _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.asarray(labels, np.uint8))
+    write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", np.stack(images))
+    write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.asarray(labels, np.uint8))
     return folder
 
 
