@@ -2,6 +2,7 @@
 
     python app.py                              # serves checkpoints/ on http://127.0.0.1:7860
     python app.py --checkpoints DIR            # or CGAN_CHECKPOINTS=DIR python app.py
+    python app.py --checkpoints hf:user/repo,DIR   # Hub model repos and local folders, mixed
     GRADIO_SERVER_NAME=0.0.0.0 GRADIO_SERVER_PORT=8080 python app.py
 
 Works offline on a plain CPU. Never opens a public share link.
@@ -26,7 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: the cores this process may use, os.sched_getaffinity)")
     p.add_argument("--checkpoints", default=os.environ.get("CGAN_CHECKPOINTS") or str(HERE / "checkpoints"),
-                   help="folder holding one exported checkpoint folder per dataset "
+                   help="folder holding one exported checkpoint folder per dataset, or several sources "
+                        "separated by commas, each such a folder or a Hub model repo hf:USER/NAME "
                         "(default: $CGAN_CHECKPOINTS or checkpoints/ next to app.py)")
     p.add_argument("--data-dir", default=os.environ.get("CGAN_DATA_DIR"),
                    help="folder with the datasets' official files (one sub-folder per dataset, as in "
@@ -47,8 +49,10 @@ def main(argv=None) -> int:
     # Idle OpenMP workers sleep instead of spinning. Measured on 2 shared cores: a 10x10 grid took ~2 s
     # with spinning workers while another process was busy, ~70 ms with passive ones. Set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if not Path(args.checkpoints).is_dir():
-        print(f"error: checkpoints folder {args.checkpoints} does not exist", file=sys.stderr)
+    local = [s.strip() for s in args.checkpoints.split(",") if s.strip() and not s.strip().startswith("hf:")]
+    missing = [s for s in local if not Path(s).is_dir()]
+    if missing:
+        print(f"error: checkpoints folder {missing[0]} does not exist", file=sys.stderr)
         return 2
     runs = args.runs or ("runs" if Path("runs").is_dir() else None)
     private_gradio_cache()

@@ -35,6 +35,12 @@ GENERATOR_FILE = "generator.safetensors"
 TRAINING_FILE = "training_state.safetensors"
 REAL_SAMPLES_FILE = "real_samples.safetensors"
 EVALUATOR_FILE = "evaluator.safetensors"
+# A Hugging Face Hub model repo holds the same two files under the names the Hub expects (cgan/hub.py).
+HUB_META_FILE = "config.json"
+HUB_GENERATOR_FILE = "model.safetensors"
+HUB_CARD_FILE = "README.md"
+HUB_FILES = [HUB_META_FILE, HUB_GENERATOR_FILE, REAL_SAMPLES_FILE, HUB_CARD_FILE, "evaluation.json"]
+REPO_ID = re.compile(r"^(?:hf:)?([A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95})$")
 STEP_DIR = re.compile(r"^step-(\d{7,})$")
 TMP_DIR = re.compile(r"^\.(?:tmp|old)-.+-(\d+)$")   # a writer's temporary folder; the number is its PID
 MAX_META_BYTES = 1 << 20
@@ -57,7 +63,8 @@ def contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
 
 
-def write_folder(final: Path, meta: dict, tensor_files: dict[str, dict[str, torch.Tensor]]) -> Path:
+def write_folder(final: Path, meta: dict, tensor_files: dict[str, dict[str, torch.Tensor]],
+                 meta_name: str = META_FILE) -> Path:
     """Write a checkpoint folder atomically: temporary sibling folder, fsync, then rename into place."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -72,8 +79,8 @@ def write_folder(final: Path, meta: dict, tensor_files: dict[str, dict[str, torc
             except SafetensorError as e:  # safetensors reports I/O errors (a full disk) as its own type
                 raise OSError(f"could not write {final / name}: {e}") from e
             fsync_path(tmp / name)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        fsync_path(tmp / META_FILE)
+        (tmp / meta_name).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        fsync_path(tmp / meta_name)
         fsync_path(tmp)
         if final.exists():  # re-writing the same step (e.g. after a resume): replace it as a whole
             old = final.parent / f".old-{final.name}-{os.getpid()}"
@@ -154,15 +161,71 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
+def meta_file(folder: str | os.PathLike) -> Path:
+    """checkpoint.json, or config.json in a Hub-shaped folder."""
+    folder = Path(folder)
+    return folder / HUB_META_FILE if not (folder / META_FILE).is_file() and (folder / HUB_META_FILE).is_file() \
+        else folder / META_FILE
+
+
+def generator_file(folder: str | os.PathLike) -> Path:
+    """generator.safetensors, or model.safetensors in a Hub-shaped folder."""
+    folder = Path(folder)
+    return folder / HUB_GENERATOR_FILE if meta_file(folder).name == HUB_META_FILE else folder / GENERATOR_FILE
+
+
+def is_checkpoint_folder(folder: str | os.PathLike) -> bool:
+    """A folder holding checkpoint.json, or a Hub-shaped one holding config.json and model.safetensors."""
+    folder = Path(folder)
+    return (folder / META_FILE).is_file() or ((folder / HUB_META_FILE).is_file() and
+                                              (folder / HUB_GENERATOR_FILE).is_file())
+
+
+def repo_id(text) -> str | None:
+    """The Hub repo id in "user/repo" or "hf:user/repo", or None when ``text`` is not one."""
+    m = REPO_ID.match(text) if isinstance(text, str) else None
+    return m.group(1) if m and ".." not in text else None
+
+
+def hub_snapshot(spec: str, revision: str | None = None) -> Path:
+    """The local folder of Hub repo ``spec`` ("user/repo" or "hf:user/repo"): downloaded into
+    huggingface_hub's cache (only the files a cgan model has), or taken from the cache when offline."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    rid = repo_id(spec)
+    if rid is None:
+        raise CheckpointError(f"{spec!r} is neither a local folder nor a Hub repo (USER/NAME or hf:USER/NAME)")
+    try:
+        folder = Path(snapshot_download(rid, revision=revision, allow_patterns=HUB_FILES))
+    except LocalEntryNotFoundError as e:
+        raise CheckpointError(f"{spec}: there is no such local folder, and Hub repo {rid} is not in the local "
+                              f"Hugging Face cache while the network is off (HF_HUB_OFFLINE or no connection): "
+                              f"connect once to download it, or pass a local folder") from e
+    except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as e:
+        raise CheckpointError(f"Hub repo {rid} cannot be read ({type(e).__name__}): check the name and your "
+                              f"access (huggingface-cli login or HF_TOKEN for private repos)") from e
+    except (HfHubHTTPError, OSError) as e:
+        raise CheckpointError(f"Hub repo {rid} could not be downloaded ({str(e).splitlines()[0][:200]})") from e
+    if not (folder / HUB_META_FILE).is_file() or not (folder / HUB_GENERATOR_FILE).is_file():
+        raise CheckpointError(f"Hub repo {rid} is not a cgan-studio model: it has no {HUB_META_FILE} and "
+                              f"{HUB_GENERATOR_FILE} (pickled weights such as pytorch_model.bin are never loaded)")
+    return folder
+
+
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint folder from an exported folder, a checkpoint folder, or a run folder (its latest)."""
+    """A checkpoint folder from an exported folder, a checkpoint folder, a run folder (its latest), or a
+    Hugging Face Hub repo ("user/repo" or "hf:user/repo", when no local path has that name)."""
+    if isinstance(path, str) and repo_id(path) and (path.startswith("hf:") or not Path(path).exists()):
+        return hub_snapshot(path)
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist; pass an exported checkpoint folder, a checkpoint "
                               f"folder (RUN/checkpoints/step-...), or a run folder")
-    if path.is_file() and path.name == META_FILE:
+    if path.is_file() and path.name in (META_FILE, HUB_META_FILE):
         path = path.parent
-    if (path / META_FILE).is_file():
+    if is_checkpoint_folder(path):
         return path
     if (path / "checkpoints").is_dir():
         latest = latest_checkpoint(path)
@@ -184,7 +247,7 @@ def read_meta(folder: str | os.PathLike) -> dict:
     so a hostile or damaged file is refused here rather than failing somewhere deep."""
     from .networks import ARCHITECTURES
 
-    file = Path(folder) / META_FILE
+    file = meta_file(folder)
     _need(file.is_file(), file, "missing; this folder is not a complete checkpoint")
     _need(file.stat().st_size <= MAX_META_BYTES, file, f"larger than {MAX_META_BYTES} bytes; refusing to read it")
     try:

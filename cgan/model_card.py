@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-from .checkpoints import GENERATOR_FILE, CheckpointError, read_meta, read_tensors, resolve_checkpoint
+from .checkpoints import CheckpointError, generator_file, read_meta, read_tensors, resolve_checkpoint
 
 RESULTS_FILE = "evaluation.json"
 CARD_FILE = "MODEL_CARD.md"
@@ -124,7 +124,7 @@ def summary_section(results: dict) -> list[str]:
 def render(folder: Path, notes: str | None = None) -> str:
     meta = read_meta(folder)
     cfg, ds, train = meta["config"], meta["dataset"], meta.get("training", {})
-    params = sum(t.numel() for k, t in read_tensors(folder / GENERATOR_FILE).items() if "running" not in k
+    params = sum(t.numel() for k, t in read_tensors(generator_file(folder)).items() if "running" not in k
                  and "num_batches" not in k)
     results_file = folder / RESULTS_FILE
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}

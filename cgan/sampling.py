@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import (GENERATOR_FILE, REAL_SAMPLES_FILE, STEP_DIR, CheckpointError, allocation_error,
+from .checkpoints import (generator_file, REAL_SAMPLES_FILE, STEP_DIR, CheckpointError, allocation_error,
                           check_header, expected_tensors, generator_on_meta, load_module, read_meta, read_tensors,
                           resolve_checkpoint, tensor_header)
 from .networks import build_generator
@@ -63,12 +63,13 @@ class Sampler:
         cfg, image = meta["config"], meta["image"]
         # Shapes first, memory second: the network's size is capped and the file's header must match it
         # before a single weight is allocated (a hostile checkpoint.json cannot make us allocate gigabytes).
-        check_header(folder / GENERATOR_FILE, expected_tensors(generator_on_meta(meta)))
+        file = generator_file(folder)
+        check_header(file, expected_tensors(generator_on_meta(meta)))
         device = torch.device(device)
         try:
             g = build_generator(cfg["arch"], cfg["z_dim"], len(meta["class_names"]), image["channels"],
                                 image["size"], cfg["g_width"])
-            load_module(g, read_tensors(folder / GENERATOR_FILE), folder / GENERATOR_FILE)
+            load_module(g, read_tensors(file), file)
             g = g.to(device).eval().requires_grad_(False)
         except (RuntimeError, MemoryError) as e:
             if not allocation_error(e):

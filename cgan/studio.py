@@ -38,8 +38,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoints import (EVALUATOR_FILE, GENERATOR_FILE, META_FILE, STEP_DIR, CheckpointError, check_header,
-                          expected_tensors, generator_on_meta, read_meta)
+from .checkpoints import (EVALUATOR_FILE, HUB_CARD_FILE, META_FILE, STEP_DIR, CheckpointError, check_header,
+                          expected_tensors, generator_file, generator_on_meta, hub_snapshot, is_checkpoint_folder,
+                          read_meta, repo_id)
 from .images import label_rows, label_width, make_grid, upscale
 from .data import DatasetError
 from .model_card import md
@@ -246,6 +247,7 @@ class DatasetEntry:
     card: str = ""     # the model card (Markdown), read at scan time
     parameters: int = 0  # of the generator
     run: bool = False    # a checkpoint of a training run, opened from the runs view
+    root: Path | None = None  # the folder everything of this checkpoint must stay inside (symbolic links)
 
 
 # ----------------------------------------------------------------------------- text from checkpoints
@@ -303,15 +305,18 @@ def read_entry(folder: Path) -> DatasetEntry:
     and no later change to the folder (a file swapped for a symbolic link) is ever read."""
     meta = read_meta(folder)
     generator = generator_on_meta(meta)
-    check_header(folder / GENERATOR_FILE, expected_tensors(generator))
+    check_header(generator_file(folder), expected_tensors(generator))
     title = meta["dataset"].get("title") or meta["dataset"]["name"]
     entry = DatasetEntry(folder.name, str(title), folder, meta, real=real_samples_for(folder, meta),
                          parameters=sum(p.numel() for p in generator.parameters()))
-    card = folder / CARD_FILE
+    card = folder / CARD_FILE if (folder / CARD_FILE).is_file() else folder / HUB_CARD_FILE
     if card.is_file():
         if card.stat().st_size > MAX_CARD_BYTES:
             raise CheckpointError(f"{card}: larger than {MAX_CARD_BYTES:,} bytes")
-        entry.card = safe_card(card.read_text(encoding="utf-8", errors="replace"))
+        text = card.read_text(encoding="utf-8", errors="replace")
+        if card.name == HUB_CARD_FILE:  # a Hub card: its YAML metadata is for the Hub, not for reading
+            text = re.sub(r"\A---\n.*?\n---\n", "", text, count=1, flags=re.S).lstrip()
+        entry.card = safe_card(text)
     else:
         entry.card = built_card(entry)
     return entry
@@ -324,7 +329,12 @@ class Studio:
 
     def __init__(self, root: str | os.PathLike, temp: TempFiles | None = None,
                  data_dir: str | os.PathLike | None = None):
-        self.root = Path(root)
+        """``root``: a folder of checkpoint folders, or several sources separated by commas, each a folder
+        of checkpoint folders or a Hub repo "hf:user/repo" (served under the name "user/repo")."""
+        self.sources = [part.strip() for part in str(root).split(",") if part.strip()] if isinstance(root, str) \
+            else [root]
+        local = [s for s in self.sources if not (isinstance(s, str) and s.startswith("hf:"))]
+        self.root = Path(local[0] if local else ".")
         self.data_dir = Path(data_dir) if data_dir else None
         self._training_sets: dict[str, TrainingSetIndex] = {}
         self.temp = temp or TempFiles()
@@ -340,15 +350,47 @@ class Studio:
         log.warning("skipping %s: %s", folder, why)
 
     def _scan(self) -> dict[str, DatasetEntry]:
-        """Every usable checkpoint folder. A folder that cannot be served is skipped with one log line that
-        names the file and the problem (also kept in ``self.skipped``); the others are served."""
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"checkpoints folder {self.root} does not exist")
+        """Every usable checkpoint of every source. One that cannot be served is skipped with one log line
+        that names the file and the problem (also kept in ``self.skipped``); the others are served."""
         found = {}
-        root = self.root.resolve()
-        for p in sorted(self.root.iterdir()):
+        for source in self.sources:
+            if isinstance(source, str) and source.startswith("hf:"):
+                self._scan_hub(source, found)
+            else:
+                self._scan_folder(Path(source), found)
+        titles = [e.title for e in found.values()]
+        for e in found.values():  # two checkpoints of one dataset: tell them apart by folder name
+            if titles.count(e.title) > 1:
+                e.title = f"{e.title} ({e.name})"
+        rank = {n: i for i, n in enumerate(PREFERRED_ORDER)}
+        return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
+    def _scan_hub(self, source: str, found: dict) -> None:
+        """A Hub repo (from huggingface_hub's cache, or downloaded): one checkpoint named "user/repo"."""
+        name = repo_id(source) or source
+        try:
+            folder = hub_snapshot(source)
+            if escapes(folder, folder.parent.parent.resolve()):  # its files live in the repo's cache folder
+                raise CheckpointError(f"{folder} holds a symbolic link leading outside the repo's cache folder")
+            entry = read_entry(folder)
+        except CheckpointError as e:
+            self.skipped[name] = str(e)
+            log.warning("skipping %s: %s", source, e)
+            return
+        except (OSError, ValueError, RecursionError, MemoryError) as e:
+            self.skipped[name] = f"unreadable ({type(e).__name__}: {show(str(e), 200)})"
+            log.warning("skipping %s: %s", source, self.skipped[name])
+            return
+        entry.name, entry.root = name, folder.parent.parent.resolve()
+        found[name] = entry
+
+    def _scan_folder(self, folder: Path, found: dict) -> None:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"checkpoints folder {folder} does not exist")
+        root = folder.resolve()
+        for p in sorted(folder.iterdir()):
             try:
-                if not (p.is_dir() and (p / META_FILE).is_file()):
+                if not (p.is_dir() and is_checkpoint_folder(p)):
                     continue
                 if not FOLDER_NAME.match(p.name):
                     self._skip(p, "its name is not served (use letters, digits, '.', '_' and '-', at most 64 "
@@ -358,16 +400,11 @@ class Studio:
                     self._skip(p, f"it is or holds a symbolic link to outside {root}")
                     continue
                 found[p.name] = read_entry(p)
+                found[p.name].root = root
             except CheckpointError as e:
                 self._skip(p, str(e))
             except (OSError, ValueError, RecursionError, MemoryError) as e:
                 self._skip(p, f"unreadable ({type(e).__name__}: {show(str(e), 200)})")
-        titles = [e.title for e in found.values()]
-        for e in found.values():  # two checkpoints of one dataset: tell them apart by folder name
-            if titles.count(e.title) > 1:
-                e.title = f"{e.title} ({e.name})"
-        rank = {n: i for i, n in enumerate(PREFERRED_ORDER)}
-        return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
 
     @property
     def names(self) -> list[str]:
@@ -417,7 +454,7 @@ class Studio:
                 raise CheckpointError(f"{folder} is or holds a symbolic link to outside {resolved}")
             entry = read_entry(folder)
             entry.name, entry.title = key, f"{run} @ step {int(step.split('-')[1]):,}"
-            entry.run = True
+            entry.run, entry.root = True, resolved
             # Loaded now: a running training keeps only its newest checkpoints and may prune this one soon.
             self._samplers[key] = Sampler.load(folder)
             self.entries[key] = entry
@@ -435,7 +472,7 @@ class Studio:
             with self._lock:
                 s = self._samplers.get(entry.name)
                 if s is None:
-                    if escapes(entry.folder, self.root.resolve()):  # changed since the scan: refuse it now
+                    if escapes(entry.folder, entry.root or self.root.resolve()):  # changed since the scan
                         raise CheckpointError(f"{entry.folder} now holds a symbolic link leading outside "
                                               f"{self.root}; restart the studio once it is fixed")
                     t = time.perf_counter()

@@ -46,8 +46,15 @@ def test_lists_checkpoint_folders_with_human_names(studio):
     assert d["mnist"]["classes"] == list("0123456789") and d["emnist"]["title"] == "EMNIST letters & digits"
 
 
-def test_threads_follow_the_real_core_count(studio):
-    assert studio.threads == len(os.sched_getaffinity(0)) == torch.get_num_threads()
+def test_threads_follow_the_real_core_count():
+    from cgan.studio import configure_torch
+
+    before = torch.get_num_threads()
+    try:
+        assert configure_torch() == len(os.sched_getaffinity(0)) == torch.get_num_threads()  # as app.py calls it
+        assert configure_torch(1) == 1 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("name", ["..", "../mnist", "mnist/..", "/etc", "mnist/", "./mnist", "MNIST", "",
