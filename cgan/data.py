@@ -302,11 +302,16 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
                    torch.from_numpy(labels), class_names, emnist_split)
 
 
-def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a uint8 array as an IDX file (gzipped if the name ends in .gz). Used by tests and tools."""
+def idx_bytes(array: np.ndarray) -> bytes:
+    """A uint8 array as the bytes of an IDX file (header, then the values)."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    payload = header + array.tobytes()
+    return header + array.tobytes()
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (gzipped if the name ends in .gz). Used by tests and tools."""
+    payload = idx_bytes(array)
     path = Path(path)
     if path.suffix == ".gz":
         with gzip.open(path, "wb") as f:

@@ -14,7 +14,7 @@ from .studio import (MAX_COMPARE, MAX_FRAMES, MAX_GRID, MAX_INDEX, MAX_SCALE, MA
 
 # URL name -> tab id in the page
 TABS = {"grid": "grid-tab", "interpolation": "interp-tab", "morph": "morph-tab", "real": "real-tab",
-        "nearest": "nn-tab", "card": "card-tab", "runs": "runs-tab", "train": "train-tab"}
+        "nearest": "nn-tab", "data": "data-tab", "card": "card-tab", "runs": "runs-tab", "train": "train-tab"}
 TAB_NAMES = {v: k for k, v in TABS.items()}
 MAX_PARAM_CHARS = 200
 

@@ -35,8 +35,9 @@ from .launcher import DEVICES, Launcher
 from .networks import ARCHITECTURES
 from .page_state import TAB_NAMES, TABS, defaults, parse, query
 from .run_view import RunView
+from . import synthetic
 from .studio import (MAX_COMPARE, MAX_FRAMES, MAX_GRID, MAX_INDEX, MAX_SCALE, MAX_SEED, METHODS, MIN_FRAMES,
-                     InputError, Studio, check_int, md)
+                     InputError, Studio, check_choice, check_int, check_view, md)
 
 log = logging.getLogger("cgan.ui")
 
@@ -121,6 +122,26 @@ def user_errors(fn):
     return wrapper
 
 
+def gpu_function(fn, duration):
+    """``fn`` decorated with @spaces.GPU when the `spaces` package is importable (a ZeroGPU Space needs an
+    event bound to such a function at start-up, and gives it a GPU for ``duration(*args)`` seconds); ``fn``
+    itself elsewhere. Off ZeroGPU the decorator returns ``fn`` unchanged."""
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return spaces.GPU(duration=duration)(fn)
+
+
+def gpu_seconds(dataset, classes, per_class, *rest) -> int:
+    """GPU time to ask ZeroGPU for a dataset download: a few seconds of set-up, then ~2,000 images/s."""
+    try:
+        n = max(1, len(classes or [1]) * int(per_class))
+    except (TypeError, ValueError):
+        n = 1
+    return int(min(120, 10 + n / 2000))
+
+
 def png_file(studio: Studio, image: np.ndarray, name: str) -> str:
     """Save a PNG under a name that says what it shows, so downloads never clash ("image.png")."""
     path = studio.temp.new(".png", name)
@@ -161,6 +182,32 @@ class Handlers:
         image, text = self.studio.nearest(dataset, class_name, seed, index, truncation, scale)
         name = f"{dataset}_{class_name}_nearest_seed{check_int(seed, 'seed', 0, MAX_SEED)}_image{index}"
         return png_file(self.studio, image, name), text
+
+    def make_dataset(self, dataset, classes, per_class, seed, truncation, fmt):
+        """A generated, labelled dataset as a file to download (cgan/synthetic.py). Runs on CUDA when there
+        is a GPU (on ZeroGPU this is the @spaces.GPU function), else on the CPU."""
+        entry = self.studio.entry(dataset)
+        names = entry.meta["class_names"]
+        chosen = classes if classes else list(names)  # nothing chosen: every class
+        if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
+            raise InputError("classes must be a list of class names")
+        ks = [names.index(check_choice(c, "class", names, f" for {entry.title}")) for c in dict.fromkeys(chosen)]
+        per_class = check_int(per_class, "images per class", 1, synthetic.MAX_PER_CLASS)
+        seed = check_int(seed, "seed", 0, MAX_SEED)
+        psi, _ = check_view(truncation, 1)
+        fmt = check_choice(fmt, "format", synthetic.FORMATS)
+        try:
+            synthetic.plan(len(ks), per_class)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        device = synthetic.device_for_download()
+        images, labels, sampler = synthetic.generate(entry.folder, ks, per_class, seed, psi, device)
+        what = f"{len(ks)}-classes" if len(ks) > 1 else names[ks[0]]
+        path = self.studio.temp.new(f".{'npz' if fmt == 'npz' else 'zip'}",
+                                    f"{entry.name}_{what}_{per_class}-per-class_seed{seed}_psi{psi:g}_{fmt}")
+        synthetic.write(path, fmt, images, labels, sampler)
+        return str(path), (f"{len(images):,} generated images of {len(ks)} class(es) of {md(entry.title)} "
+                           f"({per_class} per class, seed {seed}, truncation {psi:g}, made on {device}), as {fmt}.")
 
     # the page: one call shows the current tab for the current controls
     def refresh(self, tab, dataset, cls, seed, psi, scale, rows, cols, seed_b, frames, method, index_a, class_a,
@@ -272,6 +319,7 @@ def _page(demo, studio: Studio, h: Handlers, runs: RunView | None, launcher: Lau
                 morph_tab, mo = _morph_tab(studio.class_names(first))
                 real_tab, rv = _real_tab()
                 nn_tab, nn = _nn_tab()
+                data_tab, dl = _data_tab(studio.class_names(first))
                 with gr.Tab("Model card", id="card-tab") as card_tab:
                     card = gr.Markdown(studio.model_card(first), elem_id="card")
                 run_tab = _runs_tab(runs) if runs is not None else None
@@ -314,6 +362,13 @@ def _page(demo, studio: Studio, h: Handlers, runs: RunView | None, launcher: Lau
     nn["button"].click(user_errors(h.nearest), [sc["dataset"], sc["cls"], seed.box, nn_index.box, sc["truncation"],
                                                  sc["scale"]], [nn["image"], nn["text"]], api_name="nearest", **model_kw)
 
+    make_dataset = gpu_function(user_errors(h.make_dataset), gpu_seconds)
+    dl["button"].click(make_dataset, [sc["dataset"], dl["classes"], dl["per_class"], seed.box, sc["truncation"],
+                                      dl["format"]], [dl["file"], dl["caption"]], api_name="dataset",
+                       concurrency_id=ANIMATION, concurrency_limit=MODEL_CONCURRENCY, preprocess=False)
+    sc["dataset"].change(lambda ds: gr.update(choices=studio.class_names(ds), value=[]), sc["dataset"],
+                         dl["classes"], queue=False, preprocess=False, **private)
+
     def card_api(dataset: str) -> str:
         """The model card (Markdown) of a dataset's checkpoint."""
         return user_errors(studio.model_card)(dataset)
@@ -348,7 +403,7 @@ def _page(demo, studio: Studio, h: Handlers, runs: RunView | None, launcher: Lau
 
     # a tab shows the current controls whenever it is opened: never a stale or a blank result
     for tab, tab_id in ((grid_tab, "grid-tab"), (interp_tab, "interp-tab"), (morph_tab, "morph-tab"),
-                        (real_tab, "real-tab"), (nn_tab, "nn-tab"), (card_tab, "card-tab")):
+                        (real_tab, "real-tab"), (nn_tab, "nn-tab"), (data_tab, "data-tab"), (card_tab, "card-tab")):
         redraw(tab.select(lambda t=tab_id: t, None, current_tab, queue=False, **private))
 
     # ---------------------------------------------------------------- clicking an image of the grid
@@ -426,7 +481,7 @@ def _page(demo, studio: Studio, h: Handlers, runs: RunView | None, launcher: Lau
 
     # ---------------------------------------------------------------- training runs and the Train form
     if run_tab is not None:
-        others = [grid_tab, interp_tab, morph_tab, real_tab, nn_tab, card_tab] + ([train_tab["tab"]] if train_tab else [])
+        others = [grid_tab, interp_tab, morph_tab, real_tab, nn_tab, data_tab, card_tab] + ([train_tab["tab"]] if train_tab else [])
         _wire_runs(run_tab, runs, studio, others, tabs, current_tab, sc, mo, card, redraw, private)
     if train_tab is not None:
         _wire_train(train_tab, launcher, runs, run_tab, private)
@@ -533,6 +588,23 @@ def _nn_tab():
         nn["index"] = number_field("Image index j", 0, "image index", 0, MAX_INDEX, "index", info="Enter applies")
         nn["button"] = gr.Button("Find nearest", variant="primary", elem_id="nearest")
     return tab, nn
+
+
+def _data_tab(classes):
+    dl = {}
+    with gr.Tab("Dataset", id="data-tab") as tab:
+        gr.Markdown(f"Download a generated, labelled dataset (the seed and ψ above): a zip of PNGs with "
+                    f"labels.csv, an .npz, or IDX files that `train.py --data-dir` reads back. At most "
+                    f"{synthetic.MAX_IMAGES:,} images per download.")
+        dl["classes"] = gr.Dropdown(choices=classes, value=[], multiselect=True, label="Classes (none chosen: all)",
+                                    elem_id="data-classes")
+        dl["per_class"] = integer_box(100, label="Images per class", elem_id="data-per-class", minimum=1,
+                                      maximum=synthetic.MAX_PER_CLASS)
+        dl["format"] = gr.Radio(list(synthetic.FORMATS), value="zip", label="Format", elem_id="data-format")
+        dl["button"] = gr.Button("Make the dataset", variant="primary", elem_id="make-dataset")
+        dl["file"] = gr.File(label="Dataset", elem_id="data-file", interactive=False)
+        dl["caption"] = gr.Markdown(elem_id="data-caption")
+    return tab, dl
 
 
 def _examples(studio: Studio):

@@ -391,7 +391,8 @@ def test_train_form_starts_and_stops_a_run_that_resumes_bitwise(browser, app_url
 
 # ============================================================================= accessibility
 
-TABS = ["Grid", "Interpolation", "Class morph", "Real vs generated", "Nearest real", "Model card", "Runs", "Train"]
+TABS = ["Grid", "Interpolation", "Class morph", "Real vs generated", "Nearest real", "Dataset", "Model card", "Runs",
+        "Train"]
 
 
 @pytest.mark.parametrize("width,height", [(1280, 800), (390, 844)])
@@ -418,3 +419,20 @@ def test_no_serious_accessibility_violations_on_any_tab(browser, app_url, width,
     finally:
         page.close()
     assert not found, json.dumps(found, indent=1)[:4000]
+
+
+def test_a_generated_dataset_downloads_from_the_page(page, tiny_root):
+    import io
+    import zipfile
+
+    open_tab(page, "Dataset")
+    per_class = page.locator("#data-per-class textarea, #data-per-class input").first
+    per_class.fill("4")
+    page.locator("#make-dataset").click()
+    expect(page.locator("#data-caption")).to_contain_text("40 generated images of 10 class(es)")
+    with page.expect_download() as info:
+        page.locator("#data-file a").first.click()
+    download = info.value
+    assert download.suggested_filename == "mnist_10-classes_4-per-class_seed0_psi1_zip.zip"
+    with zipfile.ZipFile(io.BytesIO(open(download.path(), "rb").read())) as z:
+        assert len([n for n in z.namelist() if n.endswith(".png")]) == 40 and "labels.csv" in z.namelist()
