@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     runs = args.runs or ("runs" if Path("runs").is_dir() else None)
     private_gradio_cache()
     from cgan.launcher import Launcher, training_allowed
-    from cgan.studio import Studio, configure_torch
+    from cgan.distributed import configure_torch
+    from cgan.studio import Studio
     from cgan.ui import build, launch  # gradio and torch are imported here, once
 
     launcher, note = None, ""

@@ -64,7 +64,8 @@ def main() -> int:
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
 
-    from cgan.studio import Studio, configure_torch
+    from cgan.distributed import configure_torch
+    from cgan.studio import Studio
 
     configure_torch()  # as app.py does: every core this process may use
     studio = Studio(args.checkpoints)

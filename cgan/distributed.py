@@ -23,6 +23,22 @@ class DistInfo:
         return self.rank == 0
 
 
+def real_core_count() -> int:
+    """CPU cores this process may run on (cgroup/affinity aware), not the machine's total."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def configure_torch(threads: int | None = None) -> int:
+    """torch's CPU thread pool: ``threads``, or every core this process may use. Process-wide: called by
+    app.py and train.py, never by library code."""
+    threads = threads or real_core_count()
+    torch.set_num_threads(threads)
+    return threads
+
+
 def init(device_request: str) -> tuple[DistInfo, torch.device]:
     """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPU.
     Returns this process's place and its device."""

@@ -139,20 +139,6 @@ def check_choice(value, name: str, choices, where: str = "") -> str:
 
 # ----------------------------------------------------------------------------- helpers
 
-def real_core_count() -> int:
-    """CPU cores this process may run on (cgroup/affinity aware), not the machine's total."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def configure_torch(threads: int | None = None) -> int:
-    threads = threads or real_core_count()
-    torch.set_num_threads(threads)
-    return threads
-
-
 class TempFiles:
     """Output files (GIFs) in one private temporary folder per process, never a fixed name.
 

@@ -67,3 +67,22 @@ def test_help_and_defaults_come_from_the_registry(capsys):
     assert networks.recipe("sngan", 10_000)["augment"] == "translation,cutout"
     assert networks.recipe("sngan", 60_000)["augment"] == ""
     assert networks.recipe("dcgan", 10_000)["augment"] == ""
+
+
+def test_train_py_threads(tmp_path, mnist_dir, capsys):
+    import os
+
+    before = torch.get_num_threads()
+    try:
+        run = tmp_path / "run"
+        assert train_main(["--dataset", "mnist", "--data-dir", str(mnist_dir), "--steps", "2", *TINY, "--threads", "1",
+                           "--out", str(run)]) == 0
+        assert torch.get_num_threads() == 1
+        assert "1 threads" in (run / "run.json").read_text()  # recorded with the device
+        assert train_main(["--resume", str(run), "--data-dir", str(mnist_dir), "--steps", "3"]) == 0  # default
+        assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+        assert train_main(["--dataset", "mnist", "--data-dir", str(mnist_dir), "--steps", "2", *TINY, "--threads", "0",
+                           "--out", str(tmp_path / "other")]) == 2
+        assert "--threads must be at least 1" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

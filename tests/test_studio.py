@@ -47,7 +47,7 @@ def test_lists_checkpoint_folders_with_human_names(studio):
 
 
 def test_threads_follow_the_real_core_count():
-    from cgan.studio import configure_torch
+    from cgan.distributed import configure_torch
 
     before = torch.get_num_threads()
     try:
