@@ -110,6 +110,13 @@ class Sampler:
         raise ValueError(f"class index must be an integer in [0, {len(names) - 1}], got {cls!r}")
 
     # --- generation
+    def latents(self, seed: int, indices, truncation: float = 1.0) -> torch.Tensor:
+        """The latents of images ``indices`` for ``seed``, scaled by the truncation psi: the one place where
+        truncation is applied (sampling, the studio's interpolation and morph all come through here)."""
+        if not 0 < truncation <= 1:
+            raise ValueError(f"truncation must be in (0, 1], got {truncation}")
+        return latents(seed, indices, self.z_dim) * truncation
+
     @torch.inference_mode()
     def generate(self, z: torch.Tensor, y: torch.Tensor, batch: int = 256) -> np.ndarray:
         """Images for latents z (B, z_dim) and classes y (B,) indices or (B, K) class weights, as uint8."""
@@ -139,7 +146,7 @@ class Sampler:
         ks = [self.class_index(c) for c in classes]
         first, end = start - start % CHUNK, start + per_class
         blocks = range(first, end, CHUNK)
-        z = latents(seed, range(first, first + CHUNK * len(blocks)), self.z_dim) * truncation
+        z = self.latents(seed, range(first, first + CHUNK * len(blocks)), truncation)
         out = []
         for k in ks:
             y = torch.full((CHUNK,), k, dtype=torch.int64)

@@ -45,12 +45,13 @@ from .images import label_rows, label_width, make_grid, upscale
 from .data import DatasetError
 from .model_card import md
 from .nearest import TrainingSetIndex, nearest_in
-from .sampling import Sampler, latents, lerp, real_samples_for, slerp
+from .sampling import Sampler, lerp, real_samples_for, slerp
 
 log = logging.getLogger("cgan.studio")
 
 ALL_CLASSES = "All classes"
-MAX_SEED = 2**31 - 1
+MAX_SEED = 2**31 - 1             # the studio's seeds (page, API, links): what a person types, and what a browser's
+                                 # numbers hold exactly; the library (cgan.sample, Sampler) takes numpy's 0..2**63-1
 SEED_SLIDER_MAX = 999            # the slider's convenient range; the number box takes any seed
 MAX_GRID = 10                    # rows and columns
 MIN_FRAMES, MAX_FRAMES = 2, 48
@@ -611,9 +612,10 @@ class Studio:
         psi, scale = check_view(truncation, scale)
         self._check_animation(s, len(classes), frames)
         with torch.inference_mode():
-            ends = torch.cat([latents(seed_a, [index_a], s.z_dim), latents(seed_b, [index_b], s.z_dim)])
+            # Truncated ends: both interpolations commute with scaling both ends by psi.
+            ends = torch.cat([s.latents(seed_a, [index_a], psi), s.latents(seed_b, [index_b], psi)])
             t = torch.linspace(0, 1, frames)
-            z = (slerp if method == "spherical" else lerp)(ends[:1], ends[1:], t) * psi
+            z = (slerp if method == "spherical" else lerp)(ends[:1], ends[1:], t)
             zz = z.repeat(len(classes), 1)
             y = torch.tensor(classes, dtype=torch.int64).repeat_interleave(frames)
             images = s.generate(zz, y)
@@ -639,7 +641,7 @@ class Studio:
         psi, scale = check_view(truncation, scale)
         self._check_animation(s, 1, frames)
         with torch.inference_mode():
-            z = (latents(seed, [0], s.z_dim) * psi).repeat(frames, 1)
+            z = s.latents(seed, [0], psi).repeat(frames, 1)
             t = torch.linspace(0, 1, frames)[:, None]
             eye = torch.eye(s.num_classes)
             w = (1 - t) * eye[a] + t * eye[b]
