@@ -194,3 +194,15 @@ def test_push_uploads_only_the_model_files(tiny_export, tmp_path, monkeypatch):
     assert set(upload["allow_patterns"]) == {"config.json", "model.safetensors", "real_samples.safetensors",
                                               "README.md", "evaluation.json"}
     assert export_main([str(tiny_export), str(tmp_path / "x"), "--hub", "--push-to-hub", "not a repo"]) == 2
+
+
+def test_space_front_matter_matches_the_pins():
+    from huggingface_hub import RepoCard
+
+    card = RepoCard.load(REPO / "README.md")
+    d = card.data.to_dict()
+    pins = dict(line.split("==") for line in (REPO / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    assert d["sdk"] == "gradio" and d["sdk_version"] == pins["gradio"] and d["app_file"] == "app.py"
+    assert d["python_version"] in ("3.12", "3.12.12", "3.10", "3.10.13")  # what ZeroGPU runs
+    assert 0 < len(d["short_description"]) <= 60
