@@ -1,7 +1,7 @@
-"""Train a class-conditional GAN: `python train.py --help`. The work lives in cgan/ (see cgan/cli.py)."""
+"""Train a class-conditional GAN: `python train.py --help`. The work lives in cgan/ (see cgan/training_cli.py)."""
 import sys
 
-from cgan.cli import main
+from cgan.training_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -154,7 +154,7 @@ def width_table(sampler, widths: list[int], runs: int) -> list[dict]:
     import torch
 
     from cgan.networks import build_generator
-    from cgan.sampling import Sampler
+    from cgan.sampler import Sampler
 
     meta, cfg = sampler.meta, sampler.meta["config"]
     print(f"\n10x10 grid (sample() of 100 images) by generator width, {cfg['arch']}, z_dim {cfg['z_dim']}:")

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from cgan.evaluate import evaluate_sampler, load_real_data, protocol_for
 from cgan.evaluator import load_evaluator
-from cgan.sampling import load
+from cgan.sampler import load
 
 
 class SavedSamples:

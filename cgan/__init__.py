@@ -8,6 +8,6 @@ Python API::
 """
 __version__ = "0.1.0"
 
-from .sampling import Sampler, latents, load  # noqa: E402
+from .sampler import Sampler, latents, load  # noqa: E402
 
 __all__ = ["Sampler", "latents", "load", "__version__"]

@@ -87,7 +87,7 @@ def time_to_quality(data_dir: str, evaluator_path: str, device: torch.device, cf
 
     from .evaluate import evaluate_sampler, load_real_data, protocol_for
     from .evaluator import load_evaluator
-    from .sampling import Sampler
+    from .sampler import Sampler
 
     dataset = load_dataset("mnist", "test", data_dir)
     evaluator = load_evaluator(evaluator_path, device)

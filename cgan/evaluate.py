@@ -476,7 +476,7 @@ def evaluate(checkpoint, data_dir=None, quick: bool = False, device: str = "cpu"
              evaluator=None, log=None) -> dict:
     """Load a checkpoint and its evaluator, evaluate with the dataset's protocol; returns the result dict.
     ``evaluator``: a path (file or folder), an already loaded Evaluator, or None for the checkpoint's own."""
-    from .sampling import Sampler
+    from .sampler import Sampler
 
     folder = resolve_checkpoint(checkpoint)
     sampler = Sampler.load(folder, _device(device))

@@ -19,7 +19,7 @@ from .checkpoints import (EVALUATOR_FILE, GENERATOR_FILE, HUB_GENERATOR_FILE, HU
                           REAL_SAMPLES_FILE, CheckpointError, generator_file, read_meta, read_tensors, real_sample,
                           resolve_checkpoint, write_folder)
 from .data import DatasetError, load_dataset
-from .sampling import real_samples_for
+from .sampler import real_samples_for
 
 KEEP_FILES = (EVALUATOR_FILE, "MODEL_CARD.md", "evaluation.json")
 

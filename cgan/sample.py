@@ -19,7 +19,7 @@ import numpy as np
 from .checkpoints import CheckpointError, allocation_error
 from .files import atomic_write
 from .images import make_grid, save_png, upscale
-from .sampling import MAX_SEED, Sampler
+from .sampler import MAX_SEED, Sampler
 
 MAX_IMAGES = 1_000_000
 MAX_BYTES = 2 << 30  # of images held in memory at once (and written to the npz)

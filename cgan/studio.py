@@ -45,7 +45,7 @@ from .images import label_rows, label_width, make_grid, upscale
 from .data import DatasetError
 from .model_card import md
 from .nearest import TrainingSetIndex, nearest_in
-from .sampling import Sampler, lerp, real_samples_for, slerp
+from .sampler import Sampler, lerp, real_samples_for, slerp
 
 log = logging.getLogger("cgan.studio")
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from .data import DATASETS, idx_bytes, idx_stems
 from .files import atomic_write
-from .sampling import Sampler
+from .sampler import Sampler
 
 FORMATS = ("zip", "npz", "idx")
 MAX_IMAGES = 20_000          # per request: about 16 s of a 28x28 generator on 2 CPU cores

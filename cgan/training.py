@@ -41,7 +41,7 @@ from .losses import discriminator_loss, generator_loss
 from .networks import build_discriminator, build_generator
 from .plots import plot_losses
 from .runs import LOSS_FILE, create_loss_log, repair_loss_log
-from .sampling import latents
+from .sampler import latents
 
 
 class TrainingDiverged(RuntimeError):

@@ -66,7 +66,7 @@ def tiny_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, mnist_dir) -> Path:
     """A run folder trained for 4 steps with checkpoints at 2 and 4."""
-    from cgan.cli import main
+    from cgan.training_cli import main
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
     assert main(["--dataset", "mnist", "--data-dir", str(mnist_dir), "--steps", "4", "--checkpoint-every", "2",

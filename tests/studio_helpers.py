@@ -64,7 +64,7 @@ def data_dir_for(name: str, scratch: Path) -> Path:
 def tiny_checkpoints(tmp_path_factory) -> Path:
     """A checkpoints folder with tiny mnist, fashion-mnist and emnist exports (the session fixture
     ``tiny_root`` of conftest.py builds it once)."""
-    from cgan import cli, export
+    from cgan import training_cli as cli, export
 
     base = tmp_path_factory.mktemp("studio")
     root = base / "checkpoints"

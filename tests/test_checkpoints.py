@@ -11,7 +11,7 @@ from cgan.checkpoints import (GENERATOR_FILE, META_FILE, TRAINING_FILE, Checkpoi
                               list_checkpoints, read_meta, resolve_checkpoint)
 from cgan.config import TrainConfig
 from cgan.data import load_dataset
-from cgan.sampling import Sampler
+from cgan.sampler import Sampler
 from cgan.training import Trainer
 
 

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 import cgan
 from cgan import networks
-from cgan.cli import main as train_main
+from cgan.training_cli import main as train_main
 from conftest import TINY
 
 

@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 import cgan
 from cgan.checkpoints import (GENERATOR_FILE, META_FILE, TRAINING_FILE, CheckpointError, latest_checkpoint,
                               list_checkpoints, read_meta)
-from cgan.cli import main as train_main
+from cgan.training_cli import main as train_main
 from cgan.config import TrainConfig
 from cgan.data import load_dataset
 from cgan.studio import InputError, Studio

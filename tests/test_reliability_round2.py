@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from cgan.checkpoints import (GENERATOR_FILE, META_FILE, REAL_SAMPLES_FILE, TRAINING_FILE, CheckpointError,
                               latest_checkpoint, list_checkpoints, prune_checkpoints, read_meta, write_folder)
-from cgan.cli import main as train_main
+from cgan.training_cli import main as train_main
 from cgan.data import DatasetError, read_idx, write_idx
 from cgan.networks import build_generator
 from cgan.studio import ALL_CLASSES, MAX_GIF_SIDE, MAX_SIDE, InputError, Studio, class_pages

@@ -28,12 +28,12 @@ from safetensors.torch import load_file, save_file
 import cgan.export
 from cgan.checkpoints import (GENERATOR_FILE, REAL_SAMPLES_FILE, TRAINING_FILE, CheckpointError, latest_checkpoint,
                               list_checkpoints, read_meta, real_sample)
-from cgan.cli import main as train_main
+from cgan.training_cli import main as train_main
 from cgan.config import TrainConfig
 from cgan.data import load_dataset
-from cgan.runs import LOSS_COLUMNS, STATUS_FILE, lock_holder, read_status, run_state, write_status
-from cgan.sampling import load as load_sampler
-from cgan.sampling import read_real_samples, real_samples_for
+from cgan.runs import STATUS_FILE, lock_holder, read_status, run_state, write_status
+from cgan.sampler import load as load_sampler
+from cgan.sampler import read_real_samples, real_samples_for
 from cgan.training import RunControl, fit
 from conftest import REPO, TINY
 

@@ -7,7 +7,6 @@ import json
 import shutil
 import sys
 
-import numpy as np
 import pytest
 
 from cgan.checkpoints import META_FILE

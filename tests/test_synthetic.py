@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from cgan import ui
-from cgan.cli import main as train_main
+from cgan.training_cli import main as train_main
 from cgan.data import load_dataset
 from cgan.studio import InputError, Studio
 from conftest import REPO, TINY

@@ -12,7 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 from cgan.checkpoints import list_checkpoints
-from cgan.cli import main
+from cgan.training_cli import main
 from conftest import REPO, TINY
 
 
