@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
 
-from .checkpoints import CheckpointError, generator_file, read_meta, read_tensors, resolve_checkpoint
+from .checkpoints import CheckpointError, generator_file, read_meta, resolve_checkpoint, tensor_header
 
 RESULTS_FILE = "evaluation.json"
 CARD_FILE = "MODEL_CARD.md"
+MAX_RESULTS_BYTES = 1 << 20
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]|~])")  # every text placed with md() is mid-line
 
 
@@ -27,6 +29,10 @@ def md(text) -> str:
     text = text.replace("<", "&lt;").replace(">", "&gt;")
     text = MARKDOWN_SPECIAL.sub(r"\\\1", text)
     return re.sub(r"(?i)(://|www\.)", lambda m: m.group(1).replace("/", "\\/").replace(".", "\\."), text)
+
+
+def _count(v) -> str:
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else "n/a"
 
 
 def _pct(x) -> str:
@@ -121,44 +127,75 @@ def summary_section(results: dict) -> list[str]:
     return (["## In short", ""] + [f"- Good: {x}" for x in good] + [f"- Weak: {x}" for x in weak] + [""])
 
 
+def read_results(folder: Path) -> tuple[dict, str]:
+    """evaluation.json of a folder, and a note when it exists but cannot be used (it is optional)."""
+    file = Path(folder) / RESULTS_FILE
+    if not file.is_file():
+        return {}, ""
+    if file.stat().st_size > MAX_RESULTS_BYTES:
+        return {}, f"{RESULTS_FILE} is larger than {MAX_RESULTS_BYTES:,} bytes and was not read."
+    try:
+        results = json.loads(file.read_text())
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        return {}, f"{RESULTS_FILE} is not valid JSON (or is nested too deeply) and was not read."
+    return (results, "") if isinstance(results, dict) else ({}, f"{RESULTS_FILE} is not a JSON object.")
+
+
+def tolerant(section, results: dict) -> list[str]:
+    """A section built from evaluation.json, or one line saying it could not be (another tool's file)."""
+    try:
+        return section(results)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return [f"The results in {RESULTS_FILE} are not in the format of `python -m cgan.evaluate`.", ""]
+
+
 def render(folder: Path, notes: str | None = None) -> str:
+    """The model card of a checkpoint folder, written from checkpoint.json, the generator file's header and
+    evaluation.json; every text taken from them is escaped (md). The studio shows it for folders that have
+    no MODEL_CARD.md, so it copes with any checkpoint that passes read_meta."""
+    folder = Path(folder)
     meta = read_meta(folder)
-    cfg, ds, train = meta["config"], meta["dataset"], meta.get("training", {})
-    params = sum(t.numel() for k, t in read_tensors(generator_file(folder)).items() if "running" not in k
-                 and "num_batches" not in k)
-    results_file = folder / RESULTS_FILE
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    split = ds.get("split")
+    cfg, ds = meta["config"], meta["dataset"]
+    train = meta.get("training") if isinstance(meta.get("training"), dict) else {}
+    get = lambda d, k: md(d.get(k, "n/a")) if isinstance(d, dict) else "n/a"  # noqa: E731
+    params = sum(math.prod(shape) for name, (shape, _) in tensor_header(generator_file(folder)).items()
+                 if "running" not in name and "num_batches" not in name)
+    results, problem = read_results(folder)
+    split = get(ds, "split")
     if ds.get("emnist_split"):
-        split = f"EMNIST {ds['emnist_split']} {split}"
-    step = meta.get("exported_from", {}).get("step", meta["step"])
-    minutes = train.get("seconds", 0) / 60
+        split = f"EMNIST {md(ds['emnist_split'])} {split}"
+    exported = meta.get("exported_from") if isinstance(meta.get("exported_from"), dict) else {}
+    step = exported.get("step", meta["step"])
+    seconds = train.get("seconds")
+    minutes = f"{seconds / 60:.1f} min" if isinstance(seconds, (int, float)) else "n/a"
+    versions = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
     lines = [
         f"# {md(ds.get('title', ds['name']))}: class-conditional GAN (cgan-studio)", "",
         f"A `{cfg['arch']}` generator that draws {len(meta['class_names'])} classes of "
         f"{meta['image']['size']}x{meta['image']['size']} {'grayscale' if meta['image']['channels'] == 1 else 'RGB'} "
         f"images on request. Load it with `cgan.load(\"{folder.name}\")` or explore it with `python app.py`.", "",
-        *summary_section(results),
+        *tolerant(summary_section, results),
         "## Data", "",
-        f"- Dataset: {md(ds['name'])} ({md(split)} split), {ds.get('num_images', 'n/a'):,} images, "
+        f"- Dataset: {md(ds['name'])} ({split} split), {_count(ds.get('num_images'))} images, "
         f"{len(meta['class_names'])} classes: {', '.join(md(n) for n in meta['class_names'])}",
         f"- Licence of the data: {md(ds.get('license', 'n/a'))}",
         "- The bundled `real_samples.safetensors` holds a few real images per class from the same split.", "",
         "## Model", "",
         f"- Architecture: `{cfg['arch']}`: generator width {cfg['g_width']}, latent size {cfg['z_dim']}, "
         f"{params:,} parameters; discriminator width {cfg['d_width']}",
-        f"- Loss: {cfg['loss']}; DiffAugment: {cfg['augment'] or 'none'}; mismatch weight {cfg['mismatch_weight']}; "
-        f"EMA of generator weights (decay {cfg['ema_decay']}) is what is served",
-        f"- Optimiser: Adam, lr G {cfg['lr_g']}, lr D {cfg['lr_d']}, betas ({cfg['beta1']}, {cfg['beta2']}), "
-        f"batch {cfg['batch_size']}, {cfg['d_steps']} D step(s) per G step", "",
+        f"- Loss: {get(cfg, 'loss')}; DiffAugment: {md(cfg.get('augment') or 'none')}; mismatch weight "
+        f"{get(cfg, 'mismatch_weight')}; EMA of generator weights (decay {get(cfg, 'ema_decay')}) is what is served",
+        f"- Optimiser: Adam, lr G {get(cfg, 'lr_g')}, lr D {get(cfg, 'lr_d')}, betas ({get(cfg, 'beta1')}, "
+        f"{get(cfg, 'beta2')}), batch {get(cfg, 'batch_size')}, {get(cfg, 'd_steps')} D step(s) per G step", "",
         "## Training", "",
-        f"- Checkpoint served: step {step:,} (chosen by periodic evaluation, see below)",
-        f"- Device: {train.get('device', 'n/a')} x{train.get('processes', 1)}; training time to this step "
-        f"{minutes:.1f} min (loop only; checkpoints and samples excluded)",
-        f"- Seed {cfg['seed']}; code version {meta.get('git_commit') or 'n/a'}; torch {meta['versions']['torch']}",
+        f"- Checkpoint served: step {_count(step)} (chosen by periodic evaluation, see below)",
+        f"- Device: {get(train, 'device')} x{md(train.get('processes', 1))}; training time to this step "
+        f"{minutes} (loop only; checkpoints and samples excluded)",
+        f"- Seed {get(cfg, 'seed')}; code version {md(meta.get('git_commit') or 'n/a')}; torch {get(versions, 'torch')}",
         "",
         "## Metrics", "",
-        *metrics_section(results),
+        *([problem, ""] if problem else []),
+        *tolerant(metrics_section, results),
     ]
     if notes:
         lines += ["## Notes", "", notes, ""]

@@ -22,7 +22,6 @@ smaller psi gives more typical, cleaner images and less variety.
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import math
 import os
@@ -38,12 +37,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoints import (EVALUATOR_FILE, HUB_CARD_FILE, META_FILE, STEP_DIR, CheckpointError, check_header,
+from .checkpoints import (HUB_CARD_FILE, META_FILE, STEP_DIR, CheckpointError, check_header,
                           expected_tensors, generator_file, generator_on_meta, hub_snapshot, is_checkpoint_folder,
                           read_meta, repo_id)
 from .images import label_rows, label_width, make_grid, upscale
 from .data import DatasetError
-from .model_card import md
+from .model_card import md, render
 from .nearest import TrainingSetIndex, nearest_in
 from .sampler import Sampler, lerp, real_samples_for, slerp
 
@@ -304,8 +303,8 @@ def read_entry(folder: Path) -> DatasetEntry:
         if card.name == HUB_CARD_FILE:  # a Hub card: its YAML metadata is for the Hub, not for reading
             text = re.sub(r"\A---\n.*?\n---\n", "", text, count=1, flags=re.S).lstrip()
         entry.card = safe_card(text)
-    else:
-        entry.card = built_card(entry)
+    else:  # the same renderer that writes MODEL_CARD.md files
+        entry.card = safe_card(render(folder))
     return entry
 
 
@@ -786,82 +785,3 @@ class Studio:
 def grid_shape(rows: int, cols: int, size: int) -> tuple[int, int]:
     """Height and width in pixels of a make_grid of rows x cols images of size x size at scale 1."""
     return rows * (size + PAD) + PAD, cols * (size + PAD) + PAD
-
-
-def built_card(e: DatasetEntry) -> str:
-    """A model card from checkpoint.json and evaluation.json, for a folder without MODEL_CARD.md. Every
-    text from those files is escaped."""
-    m, cfg, ds = e.meta, e.meta["config"], e.meta["dataset"]
-    names = m["class_names"]
-    tr = m.get("training", {}) if isinstance(m.get("training"), dict) else {}
-    lines = [f"### {md(e.title)}", "",
-             f"*Model card built from `{e.name}/checkpoint.json` (no MODEL_CARD.md in this checkpoint).*", "",
-             "**Data**", "",
-             f"- Dataset: {md(ds.get('name'))}" + (f" ({md(ds['emnist_split'])} split)" if ds.get("emnist_split") else ""),
-             f"- Training split: {md(ds.get('split', '?'))}, {fmt_count(ds.get('num_images'))} images",
-             f"- Licence: {md(ds.get('license', 'not recorded'))}",
-             f"- {len(names)} classes: " + ", ".join(md(n) for n in names[:MAX_OVERVIEW]) +
-             (f", ... ({len(names) - MAX_OVERVIEW} more)" if len(names) > MAX_OVERVIEW else ""), "",
-             "**Architecture**", "",
-             f"- {md(cfg.get('arch'))} generator, latent size {md(cfg.get('z_dim'))}, width {md(cfg.get('g_width'))}"
-             f" (discriminator width {md(cfg.get('d_width'))}), loss {md(cfg.get('loss'))}",
-             f"- Images {m['image']['size']}x{m['image']['size']}, {m['image']['channels']} channel(s)",
-             f"- Generator parameters: {e.parameters:,}"]
-    lines += ["", "**Training**", "",
-              f"- {md(m.get('step'))} steps of batch {md(cfg.get('batch_size'))}, Adam lr {md(cfg.get('lr_g'))}/"
-              f"{md(cfg.get('lr_d'))}, betas ({md(cfg.get('beta1'))}, {md(cfg.get('beta2'))}), "
-              f"EMA decay {md(cfg.get('ema_decay'))}, augmentation {md(cfg.get('augment') or 'none')}"]
-    if tr:
-        secs = tr.get("seconds")
-        took = f"{secs / 3600:.2f} h" if isinstance(secs, (int, float)) and secs >= 3600 else \
-            f"{secs:.0f} s" if isinstance(secs, (int, float)) else "?"
-        lines.append(f"- Training time {md(took)} on {md(tr.get('device', '?'))}, {md(tr.get('processes', 1))} "
-                     f"process(es)")
-    if m.get("created"):
-        lines.append(f"- Exported {md(m['created'])}" + (f", code {md(m['git_commit'])}" if m.get("git_commit") else ""))
-    lines += ["", "**Evaluation**", ""]
-    ev = e.folder / "evaluation.json"
-    metrics = []
-    if ev.is_file() and ev.stat().st_size <= MAX_CARD_BYTES:
-        try:
-            metrics = flatten(json.loads(ev.read_text()))
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            log.warning("%s: not valid JSON (or nested too deeply); the model card shows no metrics", ev)
-    if metrics:
-        lines += ["| metric | value |", "|---|---|"] + [f"| {md(k)} | {md(v)} |" for k, v in metrics[:40]]
-    else:
-        lines.append("- No evaluation results bundled with this checkpoint.")
-    if (e.folder / EVALUATOR_FILE).is_file():
-        lines.append("- An evaluator classifier is bundled (evaluator.safetensors).")
-    lines += ["", "**Sampling**", "",
-              "- Image j of class k for seed S depends only on (S, k, j): the same in this app, its API and "
-              "`cgan.load(...).sample(...)`.",
-              "- Truncation psi scales the latent z ~ N(0, I) by psi (0 < psi <= 1): lower psi gives more "
-              "typical images and less variety."]
-    return "\n".join(lines)
-
-
-def flatten(obj, prefix: str = "", depth: int = 0) -> list[tuple[str, str]]:
-    """Scalar leaves of a JSON document as ("a.b", "value") pairs, at most 8 levels deep."""
-    out = []
-    if depth > 8:
-        return out
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out += flatten(v, f"{prefix}{k}.", depth + 1)
-    elif isinstance(obj, list):
-        if all(not isinstance(v, (dict, list)) for v in obj) and len(obj) <= 12:
-            out.append((prefix[:-1], ", ".join(fmt(v) for v in obj)))
-    else:
-        out.append((prefix[:-1], fmt(obj)))
-    return out
-
-
-def fmt_count(v) -> str:
-    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else "?"
-
-
-def fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return show(v, 80) if isinstance(v, int) and not isinstance(v, bool) else str(v)[:200]
