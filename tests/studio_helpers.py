@@ -116,3 +116,24 @@ def tile(grid: np.ndarray, r: int, c: int, size: int = 28, pad: int = 2, scale: 
     """Cell (r, c) of a grid made by cgan.images.make_grid, optionally upscaled by ``scale``."""
     y, x = (pad + r * (size + pad)) * scale, (pad + c * (size + pad)) * scale
     return grid[y:y + size * scale, x:x + size * scale]
+
+
+def start_app(command: list[str], env: dict, log: Path, timeout: float = 120):
+    """Start the studio as a real process (``command`` run from the repository, output to ``log``) and wait
+    until it serves its page. Returns (process, url); the app must listen on $GRADIO_SERVER_PORT."""
+    import subprocess
+    import time
+    import urllib.request
+
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{env['GRADIO_SERVER_PORT']}/"
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            return proc, url
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise AssertionError(f"the app did not start ({' '.join(command[1:])}):\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)

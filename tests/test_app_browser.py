@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from safetensors.torch import load_file
 from cgan.checkpoints import GENERATOR_FILE, latest_checkpoint
 from cgan.studio import Studio
 from conftest import TINY
-from studio_helpers import REPO, free_port, gif_frames, png_array, tile
+from studio_helpers import REPO, free_port, gif_frames, png_array, start_app, tile
 
 CHROMIUM = Path(os.environ.get("CGAN_CHROMIUM", "/usr/bin/chromium"))
 AXE = Path(os.environ.get("CGAN_AXE", Path.home() / ".cache" / "cgan-axe" / "node_modules" / "axe-core" / "axe.min.js"))
@@ -58,19 +57,7 @@ def app_url(tiny_root, runs_root):
     port = free_port()
     env = dict(ENV, CGAN_CHECKPOINTS=str(tiny_root), GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port))
     log = runs_root.parent / "app.log"
-    proc = subprocess.Popen([sys.executable, "app.py", "--runs", str(runs_root), "--allow-training"], cwd=REPO,
-                            env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"app.py did not start:\n{log.read_text()}")
-            time.sleep(0.3)
+    proc, url = start_app([sys.executable, "app.py", "--runs", str(runs_root), "--allow-training"], env, log)
     yield url
     proc.terminate()
     proc.wait(timeout=60)

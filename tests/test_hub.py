@@ -8,8 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ import cgan
 from cgan.checkpoints import CheckpointError
 from cgan.export import main as export_main
 from conftest import REPO
-from studio_helpers import SHIPPED, free_port, shipped_names
+from studio_helpers import SHIPPED, free_port, shipped_names, start_app
 
 ENV = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", GRADIO_ANALYTICS_ENABLED="False")
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -106,19 +104,9 @@ def test_app_serves_hub_repos_and_local_folders_together(tiny_export, tiny_root,
     env = dict(ENV, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", GRADIO_SERVER_NAME="127.0.0.1",
                GRADIO_SERVER_PORT=str(port))
     log = tmp_path / "app.log"
-    proc = subprocess.Popen([sys.executable, "app.py", "--checkpoints",
-                             f"hf:someone/cgan-tiny,{tiny_root},hf:someone/missing"], cwd=REPO, env=env,
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    proc, url = start_app([sys.executable, "app.py", "--checkpoints",
+                           f"hf:someone/cgan-tiny,{tiny_root},hf:someone/missing"], env, log)
     try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=5)
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-                time.sleep(0.3)
         c = Client(url, verbose=False, download_files=False)
         assert set(c.predict(api_name="/datasets")) == {"someone/cgan-tiny", "mnist", "fashion-mnist", "emnist"}
         _, caption = c.predict("someone/cgan-tiny", "3", 1, 1, 2, 1.0, 1, api_name="/generate")

@@ -6,11 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-import subprocess
 import sys
-import time
 import types
-import urllib.request
 import zipfile
 
 import numpy as np
@@ -21,8 +18,8 @@ from cgan import ui
 from cgan.training_cli import main as train_main
 from cgan.data import load_dataset
 from cgan.studio import InputError, Studio
-from conftest import REPO, TINY
-from studio_helpers import free_port
+from conftest import TINY
+from studio_helpers import free_port, start_app
 
 
 @pytest.fixture(scope="module")
@@ -121,18 +118,9 @@ def test_the_app_starts_and_serves_a_download_with_and_without_spaces(tiny_root,
                GRADIO_ANALYTICS_ENABLED="False", OMP_WAIT_POLICY="PASSIVE")
     hide = "" if with_spaces else "import sys; sys.modules['spaces'] = None; "
     log = tmp_path / "app.log"
-    proc = subprocess.Popen([sys.executable, "-c", hide + "import runpy; runpy.run_path('app.py', run_name='__main__')"],
-                            cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    proc, url = start_app([sys.executable, "-c", hide + "import runpy; runpy.run_path('app.py', run_name='__main__')"],
+                          env, log)
     try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=5)
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-                time.sleep(0.3)
         c = Client(url, verbose=False, download_files=str(tmp_path))
         path, caption = c.predict("mnist", ["2"], "3", "9", 1.0, "npz", api_name="/dataset")
         assert np.load(path)["images"].shape == (3, 28, 28) and "made on cpu" in caption
