@@ -70,6 +70,8 @@ HEAD = """<script>
                  ["morph-strip", "morph-caption"], ["morph-gif", "morph-caption"], ["real", "real-caption"],
                  ["nn", "nn-text"], ["run-grid", "run-grid-caption"]];
   function label() {
+    // Gradio's empty-state boxes carry an aria-label without a role, which ARIA forbids: they are pictures.
+    document.querySelectorAll(".empty[aria-label]:not([role])").forEach((e) => e.setAttribute("role", "img"));
     for (const [img, cap] of pairs) {
       const c = document.getElementById(cap);
       const text = (c && c.innerText.trim()) || "generated images";
@@ -80,7 +82,7 @@ HEAD = """<script>
     }
   }
   new MutationObserver(label).observe(document.documentElement,
-    {subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ["src"]});
+    {subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ["src", "class"]});
 })();
 </script>"""
 

@@ -25,7 +25,8 @@ from studio_helpers import REPO, SHIPPED, free_port, gif_frames, png_array, ship
 pytestmark = [pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
               pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
 
-ENDPOINTS = {"/generate", "/interpolate", "/morph", "/real_vs_generated", "/nearest", "/model_card", "/datasets"}
+ENDPOINTS = {"/generate", "/interpolate", "/morph", "/real_vs_generated", "/nearest", "/model_card", "/datasets",
+             "/dataset"}
 
 
 @pytest.fixture(scope="module")
