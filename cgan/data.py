@@ -49,20 +49,31 @@ class DatasetError(RuntimeError):
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """Everything about one dataset: adding a dataset is one entry in DATASETS (plus a reader, if its files
+    are in a format none of the readers below knows)."""
+
     name: str          # "mnist", "fashion-mnist", ...
     title: str         # human name for the UI
     channels: int
     size: int          # images are size x size
     license: str
+    classes: tuple[str, ...] | dict[str, tuple[str, ...]]  # class names, or per EMNIST-style split
+    reader: str = "idx"                                   # "idx" (MNIST family) or "cifar" (binary batches)
+    torchvision: str | None = None                        # the torchvision class that downloads it
 
 
 DATASETS = {
-    "mnist": DatasetInfo("mnist", "MNIST digits", 1, 28, "CC BY-SA 3.0 (LeCun, Cortes, Burges)"),
-    "fashion-mnist": DatasetInfo("fashion-mnist", "Fashion-MNIST", 1, 28, "MIT (Zalando Research)"),
+    "mnist": DatasetInfo("mnist", "MNIST digits", 1, 28, "CC BY-SA 3.0 (LeCun, Cortes, Burges)", DIGITS,
+                         torchvision="MNIST"),
+    "fashion-mnist": DatasetInfo("fashion-mnist", "Fashion-MNIST", 1, 28, "MIT (Zalando Research)", FASHION_CLASSES,
+                                 torchvision="FashionMNIST"),
     "emnist": DatasetInfo("emnist", "EMNIST letters & digits", 1, 28,
-                          "derived from NIST Special Database 19 (Cohen et al. 2017)"),
-    "kmnist": DatasetInfo("kmnist", "Kuzushiji-MNIST", 1, 28, "CC BY-SA 4.0 (ROIS-DS / NII)"),
-    "cifar10": DatasetInfo("cifar10", "CIFAR-10", 3, 32, "see https://www.cs.toronto.edu/~kriz/cifar.html"),
+                          "derived from NIST Special Database 19 (Cohen et al. 2017)", EMNIST_CLASSES,
+                          torchvision="EMNIST"),
+    "kmnist": DatasetInfo("kmnist", "Kuzushiji-MNIST", 1, 28, "CC BY-SA 4.0 (ROIS-DS / NII)", KMNIST_CLASSES,
+                          torchvision="KMNIST"),
+    "cifar10": DatasetInfo("cifar10", "CIFAR-10", 3, 32, "see https://www.cs.toronto.edu/~kriz/cifar.html",
+                           CIFAR10_CLASSES, reader="cifar"),
 }
 
 
@@ -88,17 +99,10 @@ class Dataset:
 
 
 def class_names_for(name: str, emnist_split: str | None = None) -> tuple[str, ...]:
-    if name in ("mnist",):
-        return DIGITS
-    if name == "fashion-mnist":
-        return FASHION_CLASSES
-    if name == "kmnist":
-        return KMNIST_CLASSES
-    if name == "cifar10":
-        return CIFAR10_CLASSES
-    if name == "emnist":
-        return EMNIST_CLASSES[emnist_split or "balanced"]
-    raise DatasetError(unknown_dataset_message(name))
+    if name not in DATASETS:
+        raise DatasetError(unknown_dataset_message(name))
+    classes = DATASETS[name].classes
+    return classes[emnist_split or "balanced"] if isinstance(classes, dict) else classes
 
 
 def unknown_dataset_message(name: str) -> str:
@@ -210,14 +214,13 @@ def _read_cifar_split(folder: Path, split: str):
 
 
 def _read_split(folder: Path, name: str, split: str, emnist_split: str | None):
-    if name == "cifar10":
+    if DATASETS[name].reader == "cifar":
         return _read_cifar_split(folder, split)
     return _read_idx_split(folder, name, split, emnist_split)
 
 
 # ----------------------------------------------------------------------------- downloads
 
-TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST", "emnist": "EMNIST"}
 CIFAR10_BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 CIFAR10_BINARY_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
 
@@ -233,11 +236,11 @@ def download(name: str, cache_dir: Path, emnist_split: str | None) -> Path:
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     try:
-        if name == "cifar10":
+        if DATASETS[name].reader == "cifar":
             # The binary batches, not torchvision's CIFAR10 class: that one reads Python pickles.
             download_and_extract_archive(CIFAR10_BINARY_URL, str(cache_dir), md5=CIFAR10_BINARY_MD5)
             return cache_dir / "cifar-10-batches-bin"
-        cls = getattr(tvd, TORCHVISION_CLASSES[name])
+        cls = getattr(tvd, DATASETS[name].torchvision)
         kwargs = {"split": emnist_split} if name == "emnist" else {}
         for train in (True, False):
             cls(str(cache_dir), train=train, download=True, **kwargs)

@@ -74,7 +74,7 @@ def write(path: Path, fmt: str, images: np.ndarray, labels: np.ndarray, sampler:
             z.writestr("labels.csv", rows.getvalue())
         elif fmt == "idx":
             ds = sampler.meta["dataset"]
-            if images.ndim != 3 or ds["name"] not in DATASETS or ds["name"] == "cifar10":
+            if images.ndim != 3 or ds["name"] not in DATASETS or DATASETS[ds["name"]].reader != "idx":
                 raise ValueError("IDX files hold grayscale images of the MNIST family; choose zip or npz")
             image_stem, label_stem = idx_stems(ds["name"], "train", ds.get("emnist_split"))
             for stem, array in ((image_stem, images), (label_stem, labels.astype(np.uint8))):
