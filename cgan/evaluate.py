@@ -208,7 +208,7 @@ class RealSplits:
     half_b: torch.Tensor    # the reference half
 
 
-def real_splits(real: RealData, protocol: Protocol) -> RealSplits:
+def protocol_subsets(real: RealData, protocol: Protocol) -> RealSplits:
     held = _subset(real.heldout_labels, protocol.heldout_max, REAL_SEED)
     a, b = stratified_split(real.heldout_labels[held], 0.5, REAL_SEED + 1)
     a, b = held[a], held[b]
@@ -239,7 +239,7 @@ def real_train_reference(evaluator: Evaluator, real: RealData, protocol: Protoco
     """GAN-train's recipe trained on *real* evaluator-train images with the same class counts (fewer where
     a class has fewer): what GAN-train would score if the generator were the data. Stored in the
     evaluator file by ``python -m cgan.evaluator train``, so evaluations do not pay for it."""
-    splits = real_splits(real, protocol)
+    splits = protocol_subsets(real, protocol)
     counts = _class_counts(protocol.gan_train_images, real.heldout_labels[splits.heldout], evaluator.num_classes)
     gen = torch.Generator().manual_seed(REAL_SEED + 4)
     picks = []
@@ -301,7 +301,7 @@ def evaluate_sampler(sampler, evaluator: Evaluator, real: RealData, protocol: Pr
     log = log or (lambda s: None)
     K, names = evaluator.num_classes, evaluator.class_names
     m = evaluator.header["model"]
-    splits = real_splits(real, protocol)
+    splits = protocol_subsets(real, protocol)
 
     # --- real side: ceilings and features
     t = time.time()
