@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .data import DATASETS, EMNIST_SPLITS, SPLITS
 from .networks import ARCHITECTURES
-from .studio import InputError, check_choice, check_int, show
+from .studio import MAX_SEED, InputError, check_choice, check_int, show
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -60,7 +60,7 @@ class Launcher:
         device = check_choice(device, "device", DEVICES)
         steps = check_int(steps, "steps", 1, MAX_STEPS)
         batch_size = check_int(batch_size, "batch size", 1, MAX_BATCH)
-        seed = check_int(seed, "seed", 0, 2**31 - 1)
+        seed = check_int(seed, "seed", 0, MAX_SEED)
         argv = [sys.executable, str(self.script), "--dataset", dataset, "--split", split, "--arch", arch,
                 "--steps", str(steps), "--batch-size", str(batch_size), "--device", device, "--seed", str(seed),
                 "--no-progress"]

@@ -19,12 +19,16 @@ TAB_NAMES = {v: k for k, v in TABS.items()}
 MAX_PARAM_CHARS = 200
 
 
+# The page's defaults that do not depend on the dataset (the page's controls start at these values).
+FIXED_DEFAULTS = {"seed": 0, "truncation": 1.0, "scale": 3, "rows": 4, "cols": 8, "tab": "grid", "seed_b": 1,
+                  "frames": 16, "method": METHODS[0], "morph_frames": 16, "count": 8, "index": 0}
+
+
 def defaults(studio: Studio, dataset: str | None = None) -> dict:
     dataset = dataset or studio.names[0]
     classes = studio.class_names(dataset)
-    return {"dataset": dataset, "class": studio.class_choices(dataset)[0], "seed": 0, "truncation": 1.0,
-            "scale": 3, "rows": 4, "cols": 8, "tab": "grid", "seed_b": 1, "frames": 16, "method": METHODS[0],
-            "class_a": classes[0], "class_b": classes[-1], "morph_frames": 16, "count": 8, "index": 0}
+    return {"dataset": dataset, "class": studio.class_choices(dataset)[0], "class_a": classes[0],
+            "class_b": classes[-1], **FIXED_DEFAULTS}
 
 
 def parse(query, studio: Studio) -> tuple[dict, list[str]]:
@@ -81,10 +85,5 @@ def query(state: dict) -> str:
     """The query string ("?dataset=...") for a state; parameters equal to their defaults are left out,
     except dataset, class and seed, which say what the link is about."""
     keep = ("dataset", "class", "seed")
-    return "?" + urlencode({k: v for k, v in state.items() if v is not None and (k in keep or k in NON_DEFAULT_KEYS
-                                                                              and v != FIXED_DEFAULTS.get(k))})
-
-
-FIXED_DEFAULTS = {"truncation": 1.0, "scale": 3, "rows": 4, "cols": 8, "tab": "grid", "seed_b": 1, "frames": 16,
-                  "method": METHODS[0], "morph_frames": 16, "count": 8, "index": 0}
-NON_DEFAULT_KEYS = set(FIXED_DEFAULTS) | {"class_a", "class_b"}
+    return "?" + urlencode({k: v for k, v in state.items()
+                            if v is not None and (k in keep or k not in FIXED_DEFAULTS or v != FIXED_DEFAULTS[k])})

@@ -24,6 +24,7 @@ SAMPLE_NAME = re.compile(r"^(step|epoch)-(\d+)\.png$")
 MAX_RUN_JSON = 1 << 20
 MAX_RUNS = 200                # newest first; a folder with more lists these
 MAX_GRID_BYTES = 64 << 20     # a sample grid PNG larger than this is not shown
+LOG_TAIL_BYTES = 4096         # the end of a loss log holds its newest rows
 
 
 @dataclass
@@ -38,6 +39,7 @@ class RunSummary:
     images_per_s: float | None = None
     last_checkpoint: float | None = None   # time of the newest complete checkpoint (epoch seconds)
     problem: str = ""           # why a run is listed as damaged
+    seconds_per_step: float | None = None   # training time per step so far (for the time left)
 
 
 def duration(seconds: float) -> str:
@@ -61,26 +63,37 @@ class RunView:
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
+    @staticmethod
+    def is_run(p: Path) -> bool:
+        """A run folder: not hidden, holding run.json or checkpoints/."""
+        try:
+            return p.is_dir() and not p.name.startswith(".") and ((p / RUN_FILE).is_file() or
+                                                                  (p / "checkpoints").is_dir())
+        except OSError:
+            return False
+
     def run_names(self) -> list[str]:
-        """Run folders (those holding run.json or checkpoints/), newest first."""
+        """Run folders, newest first."""
         if not self.root.is_dir():
             return []
         found = []
         for p in self.root.iterdir():
             try:
-                if p.is_dir() and not p.name.startswith(".") and ((p / RUN_FILE).is_file() or (p / "checkpoints").is_dir()):
+                if self.is_run(p):
                     found.append((p.stat().st_mtime, p.name))
             except OSError:
                 continue
         return [n for _, n in sorted(found, reverse=True)[:MAX_RUNS]]
 
     def folder(self, name) -> Path:
-        """The folder of run ``name``, which must be one of ``run_names()`` (never a path from a request)."""
-        if not isinstance(name, str) or name not in self.run_names():
+        """The folder of run ``name``: a plain name of a run folder directly under the root, never a path."""
+        if not (isinstance(name, str) and name and Path(name).name == name and name not in (".", "..")
+                and self.is_run(self.root / name)):
             raise KeyError(f"no run named {name!r} in {self.root}")
         return self.root / name
 
     def summary(self, name: str) -> RunSummary:
+        """What the table shows of a run; reads only the end of its loss log."""
         folder = self.root / name
         r = RunSummary(name, folder)
         try:
@@ -93,9 +106,11 @@ class RunView:
                 r.dataset = str(cfg.get("dataset", "?"))[:64]
                 r.arch = str(cfg.get("arch", "?"))[:32]
                 r.total = cfg.get("steps") if isinstance(cfg.get("steps"), int) else 0
-            rows = read_loss_rows(folder / LOSS_FILE)
+            rows = read_loss_rows(folder / LOSS_FILE, tail=LOG_TAIL_BYTES)
             if rows:
-                r.step, r.images_per_s = int(rows[-1]["step"]), rows[-1]["images_per_s"]
+                last = rows[-1]
+                r.step, r.images_per_s = int(last["step"]), last["images_per_s"]
+                r.seconds_per_step = last["seconds"] / last["step"] if last["step"] > 0 else None
             ckpts = list_checkpoints(folder)
             if ckpts:
                 r.last_checkpoint = ckpts[-1].stat().st_mtime
@@ -105,12 +120,14 @@ class RunView:
             r.state, r.problem = "damaged", f"{type(e).__name__}: {str(e)[:200]}"
         return r
 
-    def table(self) -> list[list]:
+    def summaries(self) -> list[RunSummary]:
+        return [self.summary(name) for name in self.run_names()]
+
+    def table(self, summaries: list[RunSummary] | None = None) -> list[list]:
         """One row per run for the runs table."""
         now = time.time()
         rows = []
-        for name in self.run_names():
-            r = self.summary(name)
+        for r in self.summaries() if summaries is None else summaries:
             progress = f"{r.step:,} / {r.total:,}" if r.total else f"{r.step:,}"
             rate = f"{r.images_per_s:,.0f}" if r.images_per_s else ""
             rows.append([r.name, r.dataset, r.arch, progress, r.state + (f" ({r.problem})" if r.problem else ""),
@@ -157,8 +174,8 @@ class RunView:
         """Complete checkpoints of the run, newest first (folder names)."""
         return [p.name for p in reversed(list_checkpoints(self.folder(name)))]
 
-    def progress_text(self, name: str) -> str:
-        r = self.summary(name)
+    def progress_text(self, run: str | RunSummary) -> str:
+        r = run if isinstance(run, RunSummary) else self.summary(run)
         parts = [f"**{md(r.name)}**: {md(r.dataset)}, {md(r.arch)}; state **{r.state}**"]
         if r.total:
             parts.append(f"step {r.step:,} of {r.total:,} ({100 * r.step / max(r.total, 1):.0f}%)")
@@ -166,11 +183,8 @@ class RunView:
             parts.append(f"step {r.step:,}")
         if r.images_per_s:
             parts.append(f"{r.images_per_s:,.0f} images/s")
-            if r.state == "running" and r.total > r.step:
-                rows = read_loss_rows(self.folder(name) / LOSS_FILE)
-                if len(rows) >= 2 and rows[-1]["seconds"] > 0:
-                    per_step = rows[-1]["seconds"] / max(rows[-1]["step"], 1)
-                    parts.append(f"about {duration(per_step * (r.total - r.step))} left")
+            if r.state == "running" and r.total > r.step and r.seconds_per_step:
+                parts.append(f"about {duration(r.seconds_per_step * (r.total - r.step))} left")
         parts.append(f"last checkpoint {ago(r.last_checkpoint)}")
         if r.problem:
             parts.append(f"damaged: {md(r.problem)}")

@@ -141,12 +141,18 @@ def create_loss_log(path: Path) -> None:
     atomic_write_text(path, ",".join(LOSS_COLUMNS) + "\r\n")  # csv's own line ending, as the writer appends
 
 
-def loss_records(path: Path) -> list[list[str]]:
-    """The complete, numeric rows of a loss log, as text. Tolerates what a crash leaves: an empty or
-    NUL-padded file (a power loss after the size grew but before the data landed), a half-written last
-    line, a missing header. Rows with a missing or non-numeric field are dropped."""
+def loss_records(path: Path, tail: int | None = None) -> list[list[str]]:
+    """The complete, numeric rows of a loss log, as text (of its last ``tail`` bytes only, when given: a
+    reader that wants the newest row need not read a long log whole). Tolerates what a crash leaves: an
+    empty or NUL-padded file (a power loss after the size grew but before the data landed), a half-written
+    last line, a missing header. Rows with a missing or non-numeric field are dropped."""
     try:
-        text = path.read_bytes().replace(b"\0", b"").decode("utf-8", errors="replace")
+        with open(path, "rb") as f:
+            start = max(0, f.seek(0, os.SEEK_END) - tail) if tail is not None else 0
+            f.seek(start)
+            if start:
+                f.readline()  # the line the tail starts in may be cut: begin at the next one
+            text = f.read().replace(b"\0", b"").decode("utf-8", errors="replace")
     except FileNotFoundError:
         return []
     records = []
@@ -161,8 +167,8 @@ def loss_records(path: Path) -> list[list[str]]:
     return records
 
 
-def read_loss_rows(path: Path) -> list[dict[str, float]]:
-    return [{k: float(v) for k, v in zip(LOSS_COLUMNS, r)} for r in loss_records(path)]
+def read_loss_rows(path: Path, tail: int | None = None) -> list[dict[str, float]]:
+    return [{k: float(v) for k, v in zip(LOSS_COLUMNS, r)} for r in loss_records(path, tail)]
 
 
 def repair_loss_log(path: Path, step: int) -> None:

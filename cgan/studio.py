@@ -331,9 +331,21 @@ class Studio:
         self.entries = self._scan()
 
     # --- listing
-    def _skip(self, folder: Path, why: str) -> None:
-        self.skipped[folder.name] = why
-        log.warning("skipping %s: %s", folder, why)
+    def _skip(self, key: str, where, why: str) -> None:
+        """Leave a checkpoint out: one log line naming ``where`` and the problem, kept in skipped[key]."""
+        self.skipped[key] = why
+        log.warning("skipping %s: %s", where, why)
+
+    def _read_or_skip(self, key: str, where, read) -> DatasetEntry | None:
+        """``read()``, or None after _skip when the checkpoint cannot be served."""
+        try:
+            return read()
+        except CheckpointError as e:
+            why = str(e)
+        except (OSError, ValueError, RecursionError, MemoryError) as e:
+            why = f"unreadable ({type(e).__name__}: {show(str(e), 200)})"
+        self._skip(key, where, why)
+        return None
 
     def _scan(self) -> dict[str, DatasetEntry]:
         """Every usable checkpoint of every source. One that cannot be served is skipped with one log line
@@ -354,43 +366,40 @@ class Studio:
     def _scan_hub(self, source: str, found: dict) -> None:
         """A Hub repo (from huggingface_hub's cache, or downloaded): one checkpoint named "user/repo"."""
         name = repo_id(source) or source
-        try:
+
+        def read() -> DatasetEntry:
             folder = hub_snapshot(source)
             if escapes(folder, folder.parent.parent.resolve()):  # its files live in the repo's cache folder
                 raise CheckpointError(f"{folder} holds a symbolic link leading outside the repo's cache folder")
             entry = read_entry(folder)
-        except CheckpointError as e:
-            self.skipped[name] = str(e)
-            log.warning("skipping %s: %s", source, e)
-            return
-        except (OSError, ValueError, RecursionError, MemoryError) as e:
-            self.skipped[name] = f"unreadable ({type(e).__name__}: {show(str(e), 200)})"
-            log.warning("skipping %s: %s", source, self.skipped[name])
-            return
-        entry.name, entry.root = name, folder.parent.parent.resolve()
-        found[name] = entry
+            entry.name, entry.root = name, folder.parent.parent.resolve()
+            return entry
+
+        entry = self._read_or_skip(name, source, read)
+        if entry is not None:
+            found[name] = entry
 
     def _scan_folder(self, folder: Path, found: dict) -> None:
         if not folder.is_dir():
             raise FileNotFoundError(f"checkpoints folder {folder} does not exist")
         root = folder.resolve()
         for p in sorted(folder.iterdir()):
-            try:
+
+            def read(p=p) -> DatasetEntry | None:
                 if not (p.is_dir() and is_checkpoint_folder(p)):
-                    continue
+                    return None
                 if not FOLDER_NAME.match(p.name):
-                    self._skip(p, "its name is not served (use letters, digits, '.', '_' and '-', at most 64 "
-                                  "characters, starting with a letter or digit)")
-                    continue
+                    raise CheckpointError("its name is not served (use letters, digits, '.', '_' and '-', at most "
+                                          "64 characters, starting with a letter or digit)")
                 if escapes(p, root):  # everything the app reads lies inside the checkpoints folder
-                    self._skip(p, f"it is or holds a symbolic link to outside {root}")
-                    continue
-                found[p.name] = read_entry(p)
-                found[p.name].root = root
-            except CheckpointError as e:
-                self._skip(p, str(e))
-            except (OSError, ValueError, RecursionError, MemoryError) as e:
-                self._skip(p, f"unreadable ({type(e).__name__}: {show(str(e), 200)})")
+                    raise CheckpointError(f"it is or holds a symbolic link to outside {root}")
+                entry = read_entry(p)
+                entry.root = root
+                return entry
+
+            entry = self._read_or_skip(p.name, p, read)
+            if entry is not None:
+                found[p.name] = entry
 
     @property
     def names(self) -> list[str]:
@@ -475,7 +484,7 @@ class Studio:
                 self.sampler(name).sample([0], 1, seed=0)
             except (CheckpointError, OSError, ValueError, RuntimeError, MemoryError) as e:
                 entry = self.entries.pop(name)
-                self._skip(entry.folder, str(e) if isinstance(e, CheckpointError) else
+                self._skip(name, entry.folder, str(e) if isinstance(e, CheckpointError) else
                            f"the generator cannot be loaded ({type(e).__name__}: {show(str(e), 200)})")
         if self.data_dir is not None:
             self.index_training_sets()

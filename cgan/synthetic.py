@@ -45,12 +45,10 @@ def device_for_download() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def generate(folder: Path, classes: list[int], per_class: int, seed: int, truncation: float,
-             device: str = "cpu") -> tuple[np.ndarray, np.ndarray, Sampler]:
+def generate(sampler: Sampler, classes: list[int], per_class: int, seed: int,
+             truncation: float) -> tuple[np.ndarray, np.ndarray]:
     plan(len(classes), per_class)
-    sampler = Sampler.load(folder, device)
-    images, labels = sampler.sample(classes, per_class, seed=seed, truncation=truncation)
-    return images, labels, sampler
+    return sampler.sample(classes, per_class, seed=seed, truncation=truncation)
 
 
 def write(path: Path, fmt: str, images: np.ndarray, labels: np.ndarray, sampler: Sampler) -> Path:

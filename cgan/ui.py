@@ -35,6 +35,7 @@ from .launcher import DEVICES, Launcher
 from .networks import ARCHITECTURES
 from .page_state import TAB_NAMES, TABS, defaults, parse, query
 from .run_view import RunView
+from .sampler import Sampler
 from . import synthetic
 from .studio import (MAX_COMPARE, MAX_FRAMES, MAX_GRID, MAX_INDEX, MAX_SCALE, MAX_SEED, METHODS, MIN_FRAMES,
                      InputError, Studio, check_choice, check_int, check_view, md)
@@ -203,7 +204,9 @@ class Handlers:
         except ValueError as e:
             raise InputError(str(e)) from None
         device = synthetic.device_for_download()
-        images, labels, sampler = synthetic.generate(entry.folder, ks, per_class, seed, psi, device)
+        # the CPU model is the studio's, already loaded; a GPU copy exists only inside this call (ZeroGPU)
+        sampler = self.studio.sampler(dataset) if device == "cpu" else Sampler.load(entry.folder, device)
+        images, labels = synthetic.generate(sampler, ks, per_class, seed, psi)
         what = f"{len(ks)}-classes" if len(ks) > 1 else names[ks[0]]
         path = self.studio.temp.new(f".{'npz' if fmt == 'npz' else 'zip'}",
                                     f"{entry.name}_{what}_{per_class}-per-class_seed{seed}_psi{psi:g}_{fmt}")
@@ -316,11 +319,11 @@ def _page(demo, studio: Studio, h: Handlers, runs: RunView | None, launcher: Lau
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=330):
             with gr.Tabs(selected="grid-tab") as tabs:
-                grid_tab, g = _grid_tab()
-                interp_tab, it = _interp_tab()
-                morph_tab, mo = _morph_tab(studio.class_names(first))
-                real_tab, rv = _real_tab()
-                nn_tab, nn = _nn_tab()
+                grid_tab, g = _grid_tab(start)
+                interp_tab, it = _interp_tab(start)
+                morph_tab, mo = _morph_tab(studio.class_names(first), start)
+                real_tab, rv = _real_tab(start)
+                nn_tab, nn = _nn_tab(start)
                 data_tab, dl = _data_tab(studio.class_names(first))
                 with gr.Tab("Model card", id="card-tab") as card_tab:
                     card = gr.Markdown(studio.model_card(first), elem_id="card")
@@ -478,8 +481,8 @@ def _page(demo, studio: Studio, h: Handlers, runs: RunView | None, launcher: Lau
         state = defaults(studio, ds) | {"class": cls, "seed": seed_v, "truncation": psi}
         return show_state(state, [])
 
-    if examples is not None:
-        redraw(examples.click(apply_example, examples, state_out, queue=False, **private))
+    for i, button in enumerate(examples):
+        redraw(button.click(lambda i=i: apply_example(i), None, state_out, queue=False, **private))
 
     # ---------------------------------------------------------------- training runs and the Train form
     if run_tab is not None:
@@ -503,15 +506,15 @@ def _shared_controls(studio: Studio, first: str, start: dict) -> dict:
     c["dataset"] = gr.Dropdown(choices=studio.choices(), value=first, label="Dataset", elem_id="dataset")
     c["cls"] = class_dropdown(studio.class_choices(first), start["class"], "Class", "class",
                               info="\"All classes\": one labelled row per class")
-    c["seed"] = number_field("Seed", 0, "seed", 0, MAX_SEED, "seed",
+    c["seed"] = number_field("Seed", start["seed"], "seed", 0, MAX_SEED, "seed",
                              info=f"a whole number from 0 to {MAX_SEED:,}; Enter applies")
     with gr.Row():
         c["prev"] = gr.Button("Previous seed", elem_id="seed-prev", size="sm")
         c["next"] = gr.Button("Next seed", elem_id="seed-next", size="sm")
         c["dice"] = gr.Button("Random seed", elem_id="dice", size="sm")
-    c["truncation"] = slider(0.05, 1.0, value=1.0, step=0.05, label="Truncation ψ (psi)", elem_id="truncation",
+    c["truncation"] = slider(0.05, 1.0, value=start["truncation"], step=0.05, label="Truncation ψ (psi)", elem_id="truncation",
                                 info="z is multiplied by ψ: lower ψ gives more typical images, less variety")
-    c["scale"] = slider(1, MAX_SCALE, value=3, step=1, precision=0, label="Display scale", elem_id="scale",
+    c["scale"] = slider(1, MAX_SCALE, value=start["scale"], step=1, precision=0, label="Display scale", elem_id="scale",
                            info="each pixel shown as scale x scale (PNG and GIF too)")
     return c
 
@@ -521,7 +524,7 @@ def _image(label, elem_id, gif=False, buttons=("download", "fullscreen")):
                     elem_classes="pixels", format="gif" if gif else "png")
 
 
-def _grid_tab():
+def _grid_tab(start: dict):
     g = {}
     with gr.Tab("Grid", id="grid-tab") as tab:
         g["image"] = _image("Samples (PNG); click an image to see which it is", "grid")
@@ -531,9 +534,9 @@ def _grid_tab():
             g["interp_here"] = gr.Button("Interpolate from here", size="sm", elem_id="interp-here")
             g["nearest_here"] = gr.Button("Nearest real images of this one", size="sm", elem_id="nearest-here")
         with gr.Row():
-            g["rows"] = slider(1, MAX_GRID, value=4, step=1, precision=0, label="Rows", elem_id="rows",
+            g["rows"] = slider(1, MAX_GRID, value=start["rows"], step=1, precision=0, label="Rows", elem_id="rows",
                                   info="one class; All classes shows one row per class")
-            g["cols"] = slider(1, MAX_GRID, value=8, step=1, precision=0, label="Columns", elem_id="cols")
+            g["cols"] = slider(1, MAX_GRID, value=start["cols"], step=1, precision=0, label="Columns", elem_id="cols")
         g["button"] = gr.Button("Generate", variant="primary", elem_id="generate")
     return tab, g
 
@@ -547,47 +550,47 @@ def _animation_outputs(prefix: str, explanation: str) -> dict:
     return out
 
 
-def _interp_tab():
+def _interp_tab(start: dict):
     with gr.Tab("Interpolation", id="interp-tab") as tab:
         it = _animation_outputs("interp", "From seed A (the seed control) to seed B, same class.")
         with gr.Row():
-            it["seed_b"] = number_field("Seed B", 1, "seed B", 0, MAX_SEED, "seed-b", info="Enter applies")
-            it["frames"] = slider(MIN_FRAMES, MAX_FRAMES, value=16, step=1, precision=0, label="Frames",
+            it["seed_b"] = number_field("Seed B", start["seed_b"], "seed B", 0, MAX_SEED, "seed-b", info="Enter applies")
+            it["frames"] = slider(MIN_FRAMES, MAX_FRAMES, value=start["frames"], step=1, precision=0, label="Frames",
                                      elem_id="frames")
-        it["method"] = gr.Radio(list(METHODS), value=METHODS[0], label="Interpolation", elem_id="method")
+        it["method"] = gr.Radio(list(METHODS), value=start["method"], label="Interpolation", elem_id="method")
         it["button"] = gr.Button("Interpolate", variant="primary", elem_id="interpolate")
     return tab, it
 
 
-def _morph_tab(classes):
+def _morph_tab(classes, start: dict):
     with gr.Tab("Class morph", id="morph-tab") as tab:
         mo = _animation_outputs("morph", "One latent (image 0 of the seed); the class moves from A to B by "
                                          "blending the class weights.")
         with gr.Row():
             mo["class_a"] = class_dropdown(classes, classes[0], "Class A", "class-a")
             mo["class_b"] = class_dropdown(classes, classes[-1], "Class B", "class-b")
-        mo["frames"] = slider(MIN_FRAMES, MAX_FRAMES, value=16, step=1, precision=0, label="Frames",
+        mo["frames"] = slider(MIN_FRAMES, MAX_FRAMES, value=start["morph_frames"], step=1, precision=0, label="Frames",
                                  elem_id="morph-frames")
         mo["button"] = gr.Button("Morph", variant="primary", elem_id="morph")
     return tab, mo
 
 
-def _real_tab():
+def _real_tab(start: dict):
     rv = {}
     with gr.Tab("Real vs generated", id="real-tab") as tab:
         rv["image"] = _image("Real (left) vs generated (right)", "real")
         rv["caption"] = gr.Markdown(elem_id="real-caption")
-        rv["count"] = slider(1, MAX_COMPARE, value=8, step=1, precision=0, label="Images per side", elem_id="count")
+        rv["count"] = slider(1, MAX_COMPARE, value=start["count"], step=1, precision=0, label="Images per side", elem_id="count")
         rv["button"] = gr.Button("Compare", variant="primary", elem_id="compare")
     return tab, rv
 
 
-def _nn_tab():
+def _nn_tab(start: dict):
     nn = {}
     with gr.Tab("Nearest real", id="nn-tab") as tab:
         nn["image"] = _image("Generated (left) and its nearest real images", "nn", buttons=("download",))
         nn["text"] = gr.Markdown(elem_id="nn-text")
-        nn["index"] = number_field("Image index j", 0, "image index", 0, MAX_INDEX, "index", info="Enter applies")
+        nn["index"] = number_field("Image index j", start["index"], "image index", 0, MAX_INDEX, "index", info="Enter applies")
         nn["button"] = gr.Button("Find nearest", variant="primary", elem_id="nearest")
     return tab, nn
 
@@ -619,12 +622,13 @@ def _examples(studio: Studio):
         if worst != best:
             rows.append((name, worst, 42, 1.0))
     if not rows:
-        return None, rows
-    samples = [[studio.entries[d].title, c, str(s), f"{p:g}"] for d, c, s, p in rows]
-    ex = gr.Dataset(components=["textbox", "textbox", "textbox", "textbox"], samples=samples, type="index",
-                    headers=["Dataset", "Class", "Seed", "ψ"], label="Examples: each model's best and worst class",
-                    elem_id="examples", samples_per_page=12)
-    return ex, rows
+        return [], rows
+    # Buttons, not a gr.Dataset table: its rows cannot be reached or pressed by keyboard.
+    gr.Markdown("**Examples**: each model's best and worst class", elem_id="examples-title")
+    with gr.Row(elem_id="examples"):
+        buttons = [gr.Button(f"{studio.entries[d].title}: {c}", size="sm", elem_classes="example")
+                   for d, c, _, _ in rows]
+    return buttons, rows
 
 
 def _best_and_worst(entry) -> tuple[str, str]:
@@ -673,8 +677,9 @@ def _run_outputs(runs: RunView, name, index, follow, chosen=None):
     """Everything the runs tab shows for run ``name`` (or the newest run)."""
     import pandas as pd
 
-    table = runs.table()
-    names = runs.run_names()
+    summaries = runs.summaries()  # one listing and one look at each run per refresh
+    table = runs.table(summaries)
+    names = [s.name for s in summaries]
     if name not in names:
         name = names[0] if names else None
     if name is None:
@@ -694,7 +699,8 @@ def _run_outputs(runs: RunView, name, index, follow, chosen=None):
         caption = f"{md(name)}: {label} (grid {i + 1} of {len(grids)})"
     ckpts = runs.checkpoints(name)
     keep = chosen if chosen in ckpts else (ckpts[0] if ckpts else None)  # a refresh never moves the user's choice
-    return (table, gr.update(choices=names, value=name), runs.progress_text(name), loss_df, logit_df, image, caption,
+    progress = runs.progress_text(next(s for s in summaries if s.name == name))
+    return (table, gr.update(choices=names, value=name), progress, loss_df, logit_df, image, caption,
             gr.update(maximum=max(last, 1), value=i), gr.update(choices=ckpts, value=keep))
 
 

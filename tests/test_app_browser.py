@@ -423,3 +423,14 @@ def test_a_generated_dataset_downloads_from_the_page(page, tiny_root):
     assert download.suggested_filename == "mnist_10-classes_4-per-class_seed0_psi1_zip.zip"
     with zipfile.ZipFile(io.BytesIO(open(download.path(), "rb").read())) as z:
         assert len([n for n in z.namelist() if n.endswith(".png")]) == 40 and "labels.csv" in z.namelist()
+
+
+def test_an_example_row_opens_its_view(page):
+    page.locator("#examples button", has_text="EMNIST letters & digits: t").click()  # its worst class
+    caption = page.locator("#grid-caption")
+    expect(caption).to_contain_text("EMNIST letters & digits: class 't'")
+    expect(caption).to_contain_text("seed 42,")
+    expect(page.locator("#seed textarea, #seed input").first).to_have_value("42")
+    page.locator("#examples button", has_text="MNIST digits: 0").focus()  # the examples work by keyboard too
+    page.keyboard.press("Enter")
+    expect(caption).to_contain_text("MNIST digits: class '0'")
