@@ -27,8 +27,8 @@ FIXED_DEFAULTS = {"seed": 0, "truncation": 1.0, "scale": 3, "rows": 4, "cols": 8
 def defaults(studio: Studio, dataset: str | None = None) -> dict:
     dataset = dataset or studio.names[0]
     classes = studio.class_names(dataset)
-    return {"dataset": dataset, "class": studio.class_choices(dataset)[0], "class_a": classes[0],
-            "class_b": classes[-1], **FIXED_DEFAULTS}
+    return {"dataset": dataset, "class": studio.class_choices(dataset)[0], **FIXED_DEFAULTS,
+            "class_a": classes[0], "class_b": classes[-1]}  # this order is the order of a link's parameters
 
 
 def parse(query, studio: Studio) -> tuple[dict, list[str]]:
