@@ -5,6 +5,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from .augment import parse_policy
+from .image_folder import FOLDER_DATASET, IMAGE_SIZES
 from .losses import LOSSES
 from .networks import ARCHITECTURES
 
@@ -15,6 +16,12 @@ class TrainConfig:
     dataset: str = "mnist"
     split: str = "train"
     emnist_split: str | None = None      # EMNIST only; "balanced" when None
+    # your own images (dataset "folder"; see image_folder.py): where they are and how they are prepared
+    image_folder: str | None = None      # one subfolder per class
+    labels_file: str | None = None       # or a CSV of path,label
+    image_size: int = 0                  # 28, 32 or 64 (0 for the built-in datasets: their own size)
+    channels: int = 0                    # 1 or 3 (0 for the built-in datasets)
+    holdout_fraction: float = 0.1        # per class, held out for evaluation (split by a hash of seed and path)
     # model
     arch: str = "sngan"
     loss: str = "hinge"                  # "bce" or "hinge"
@@ -72,7 +79,18 @@ class TrainConfig:
             (self.sample_every >= 0, "--sample-every must be >= 0"),
             (self.keep >= 1, "--keep must be at least 1"),
             (self.workers >= 0, "--workers must be >= 0"),
+            (0 <= self.holdout_fraction < 1, "--holdout-fraction must be in [0, 1)"),
         ]
+        if self.dataset == FOLDER_DATASET:
+            rules += [
+                (bool(self.image_folder or self.labels_file), "a folder dataset needs --image-folder or --labels"),
+                (self.image_size in IMAGE_SIZES, f"--image-size must be one of {', '.join(map(str, IMAGE_SIZES))}"),
+                (self.channels in (1, 3), "--channels must be 1 or 3"),
+            ]
+        else:
+            rules.append((not (self.image_folder or self.labels_file or self.image_size or self.channels),
+                          "--image-folder, --labels, --image-size and --channels are for your own images, not "
+                          f"for the built-in dataset {self.dataset!r}"))
         for ok, message in rules:
             if not ok:
                 raise ValueError(message)
@@ -86,7 +104,7 @@ class TrainConfig:
         default = TrainConfig()
         for f in fields(TrainConfig):
             v, d = getattr(self, f.name), getattr(default, f.name)
-            if f.name == "emnist_split":
+            if d is None:  # the optional strings
                 ok, want = v is None or isinstance(v, str), "a string or null"
             elif isinstance(d, bool):
                 ok, want = isinstance(v, bool), "true or false"

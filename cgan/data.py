@@ -13,6 +13,7 @@ Two ways to get the files:
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
 import string
@@ -85,6 +86,7 @@ class Dataset:
     labels: torch.Tensor          # int64 (N,)
     class_names: tuple[str, ...]
     emnist_split: str | None = None
+    about: dict | None = None     # a dataset outside DATASETS (your own images): title, license, fingerprint
 
     @property
     def num_classes(self) -> int:
@@ -107,6 +109,16 @@ def class_names_for(name: str, emnist_split: str | None = None) -> tuple[str, ..
 
 def unknown_dataset_message(name: str) -> str:
     return f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}"
+
+
+def data_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """SHA-256 of a split's pixels and labels: "is this the same data?" The MNIST-family files share their
+    names, so a wrong --data-dir (Fashion-MNIST's t10k files for MNIST) would otherwise load without
+    complaint; a copied folder of your own images has new file dates but the same fingerprint."""
+    h = hashlib.sha256()
+    h.update(images.contiguous().numpy().tobytes())
+    h.update(labels.to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- file readers

@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 
 from .checkpoints import EVALUATOR_FILE, CheckpointError, load_module, write_tensor_file
-from .data import DATASETS, EMNIST_SPLITS, DatasetError, load_dataset
+from .data import DATASETS, EMNIST_SPLITS, DatasetError, data_fingerprint, load_dataset
+from .image_folder import FOLDER_DATASET, IMAGE_SIZES, load_config_data
 
 FORMAT = "cgan-studio-evaluator"
 FORMAT_VERSION = 1
@@ -334,7 +335,17 @@ def _check_header(h, file: Path) -> dict:
          and all(isinstance(n, str) and 0 < len(n) <= 64 for n in names),
          "'class_names' must list one non-empty name per class")
     d = h.get("dataset")
-    need(isinstance(d, dict) and d.get("name") in DATASETS, f"dataset.name must be one of {', '.join(DATASETS)}")
+    need(isinstance(d, dict) and (d.get("name") in DATASETS or d.get("name") == FOLDER_DATASET),
+         f"dataset.name must be one of {', '.join(DATASETS)} or {FOLDER_DATASET!r} (your own images)")
+    if d["name"] == FOLDER_DATASET:
+        f = d.get("folder")
+        need(isinstance(f, dict) and f.get("dataset") == FOLDER_DATASET and f.get("image_size") in IMAGE_SIZES
+             and f.get("channels") in (1, 3) and isinstance(f.get("seed"), int)
+             and isinstance(f.get("holdout_fraction"), (int, float)) and 0 <= f["holdout_fraction"] < 1
+             and all(f.get(k) is None or isinstance(f[k], str) and len(f[k]) <= 4096
+                     for k in ("image_folder", "labels_file")),
+             "dataset.folder must describe the images (image_folder or labels_file, image_size, channels, "
+             "holdout_fraction, seed)")
     need(d.get("emnist_split") in (None, *EMNIST_SPLITS), f"dataset.emnist_split {d.get('emnist_split')!r} is unknown")
     p = h.get("protocol")
     need(isinstance(p, dict) and p.get("kind") in ("seeded-split", "train-test"),
@@ -389,17 +400,6 @@ def load_evaluator(folder_or_file: str | os.PathLike, device: str | torch.device
 
 # ----------------------------------------------------------------------------- the train command
 
-def data_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
-    """SHA-256 of a split's pixels and labels. The MNIST-family files share their names, so a wrong
-    --data-dir (Fashion-MNIST's t10k files for MNIST) would otherwise load without complaint."""
-    import hashlib
-
-    h = hashlib.sha256()
-    h.update(images.contiguous().numpy().tobytes())
-    h.update(labels.to(torch.int64).contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def check_fingerprint(evaluator: "Evaluator", split: str, images: torch.Tensor, labels: torch.Tensor,
                       where) -> None:
     """Refuse real data that is not what the evaluator's protocol was built on (when the file records it)."""
@@ -409,13 +409,35 @@ def check_fingerprint(evaluator: "Evaluator", split: str, images: torch.Tensor, 
                            f"{evaluator.file} was built on (SHA-256 differs); check --data-dir")
 
 
+FOLDER_KEYS = ("dataset", "split", "image_folder", "labels_file", "image_size", "channels", "holdout_fraction", "seed")
+
+
+def folder_spec(config: dict) -> dict:
+    """What an evaluator records of a run trained on your own images: where they are and how they were
+    prepared and split (a subset of the run's TrainConfig)."""
+    return {k: config.get(k) for k in FOLDER_KEYS}
+
+
+def load_split(dataset: dict, split: str, data_dir=None):
+    """One split of the data an evaluator header's "dataset" entry names. For your own images "train" is
+    the part a run trained on and "test" the part it held out; ``data_dir`` is where the images are now."""
+    if dataset["name"] == FOLDER_DATASET:
+        return load_config_data(dataset["folder"], split, data_dir)
+    return load_dataset(dataset["name"], split, data_dir, dataset.get("emnist_split"))
+
+
 def evaluator_splits(name: str, split: str, data_dir, emnist_split: str | None, heldout_fraction: float,
-                     seed: int):
-    """(train images, train labels, held-out images, held-out labels, protocol dict, held-out index or None)."""
+                     seed: int, folder: dict | None = None):
+    """(train images, train labels, held-out images, held-out labels, protocol dict, held-out index or None).
+    ``folder``: your own images (a folder_spec); their held-out part is held out here too."""
+    where = {"name": name, "emnist_split": emnist_split, "folder": folder}
+    if folder is not None and split != "train":
+        raise DatasetError("an evaluator for your own images trains on the run's training part and holds out its "
+                           "held-out part (--split train)")
     if split == "train":
-        tr = load_dataset(name, "train", data_dir, emnist_split)
+        tr = load_split(where, "train", data_dir)
         try:
-            te = load_dataset(name, "test", data_dir, emnist_split)
+            te = load_split(where, "test", data_dir)
         except DatasetError as e:
             raise DatasetError(f"--split train holds out the test split, which could not be loaded: {e}") from e
         protocol = {"kind": "train-test", "train_split": "train", "heldout_split": "test",
@@ -424,6 +446,10 @@ def evaluator_splits(name: str, split: str, data_dir, emnist_split: str | None, 
                                "test": data_fingerprint(te.images, te.labels)},
                     "description": f"the {name} train split ({len(tr)} images) trains the evaluator; "
                                    f"the test split ({len(te)} images) is held out"}
+        if folder is not None:
+            protocol["description"] = (
+                f"your images: the part a run trains on ({len(tr)} images) trains the evaluator; the part it holds "
+                f"out ({len(te)} images, {folder['holdout_fraction']:.0%} per class, seed {folder['seed']}) is held out")
         return tr.images, tr.labels, te.images, te.labels, protocol, None, tr.class_names
     if split != "test":
         raise DatasetError(f"--split must be 'train' (train split trains, test split held out) or 'test' "
@@ -452,7 +478,7 @@ def heldout_report(ev: Evaluator, images: torch.Tensor, labels: torch.Tensor) ->
 
 
 def make_header(net: EvaluatorNet, class_names, dataset: str, emnist_split: str | None, protocol: dict,
-                training: dict) -> dict:
+                training: dict, folder: dict | None = None) -> dict:
     """The JSON header of an evaluator file. ``protocol`` is {"kind": "train-test", ...} or
     {"kind": "seeded-split", "split": ..., "num_images": ...} with the held-out indices saved beside it."""
     width = net.body[0].out_channels
@@ -464,7 +490,8 @@ def make_header(net: EvaluatorNet, class_names, dataset: str, emnist_split: str 
                               f"(penultimate)"},
         "class_names": list(class_names),
         "dataset": {"name": dataset, "emnist_split": emnist_split,
-                    "license": DATASETS[dataset].license if dataset in DATASETS else None},
+                    "license": DATASETS[dataset].license if dataset in DATASETS else None,
+                    **({"folder": dict(folder)} if folder is not None else {})},
         "protocol": dict(protocol),
         "training": dict(training),
     }

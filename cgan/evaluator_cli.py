@@ -11,12 +11,13 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import META_FILE, CheckpointError
-from .data import DATASETS, EMNIST_SPLITS, DatasetError
+from .checkpoints import META_FILE, CheckpointError, read_meta
+from .data import DATASETS, EMNIST_SPLITS, DatasetError, data_fingerprint
+from .image_folder import FOLDER_DATASET
 from .evaluate import load_real_data, protocol_for, real_train_reference
 from .evaluator import (DEFAULT_EPOCHS, DEFAULT_FEATURE_DIM, DEFAULT_HELDOUT_FRACTION, DEFAULT_SPLIT_SEED,
-                        DEFAULT_WIDTH, Evaluator, evaluator_splits, heldout_report, load_evaluator, make_header,
-                        resolve_device, save_evaluator, train_evaluator)
+                        DEFAULT_WIDTH, Evaluator, evaluator_splits, folder_spec, heldout_report, load_evaluator,
+                        make_header, resolve_device, save_evaluator, train_evaluator)
 
 
 def train_command(args) -> int:
@@ -25,20 +26,33 @@ def train_command(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    out = Path(args.out)
+    meta = read_meta(out) if (out / META_FILE).is_file() else None  # the folder is a checkpoint
+    ck = meta["dataset"] if meta is not None else {}
+    args.dataset = args.dataset or ck.get("name")
+    if args.dataset is None:
+        raise DatasetError("name the dataset with --dataset, or give --out a checkpoint folder (its dataset is used)")
+    if ck.get("name") not in (None, args.dataset):
+        raise DatasetError(f"{out / META_FILE} is a {ck.get('name')} checkpoint; this evaluator is for {args.dataset}")
+    folder = None
+    if args.dataset == FOLDER_DATASET:
+        if meta is None:
+            raise DatasetError("an evaluator for your own images is trained for a checkpoint: give --out the "
+                               "checkpoint folder of a run trained with --image-folder or --labels")
+        folder = folder_spec(meta["config"])
+        if args.data_dir:  # the images moved since training: record where they are now
+            given = Path(args.data_dir).resolve()
+            key = "labels_file" if given.is_file() else "image_folder"
+            folder[key] = str(given)
     emnist_split = args.emnist_split if args.dataset == "emnist" else None
     if args.dataset == "emnist" and emnist_split is None:
         emnist_split = "balanced"
-    out = Path(args.out)
-    meta_file = out / META_FILE
-    if meta_file.is_file():  # the folder is a checkpoint: its dataset must be this one
-        try:
-            ck = json.loads(meta_file.read_text()).get("dataset", {})
-        except (OSError, json.JSONDecodeError, AttributeError):
-            ck = {}
-        if isinstance(ck, dict) and ck.get("name") not in (None, args.dataset):
-            raise DatasetError(f"{meta_file} is a {ck.get('name')} checkpoint; this evaluator is for {args.dataset}")
     x_tr, y_tr, x_ho, y_ho, protocol, held_idx, class_names = evaluator_splits(
-        args.dataset, args.split, args.data_dir, emnist_split, args.heldout_fraction, args.split_seed)
+        args.dataset, args.split, args.data_dir, emnist_split, args.heldout_fraction, args.split_seed, folder)
+    if folder is not None and ck.get("sha256") and ck.get("split") == "train" and \
+            data_fingerprint(x_tr, y_tr) != ck["sha256"]:
+        raise DatasetError(f"the images in {folder['labels_file'] or folder['image_folder']} are not the ones the "
+                           f"checkpoint was trained on (files added, removed or changed since)")
     epochs = args.epochs or DEFAULT_EPOCHS.get(args.dataset, 10)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     log(f"evaluator for {args.dataset}: {protocol['description']}; {epochs} epochs on {device}")
@@ -46,7 +60,7 @@ def train_command(args) -> int:
     net = train_evaluator(x_tr, y_tr, len(class_names), device, epochs, args.seed, args.batch_size, args.lr,
                           args.width, DEFAULT_FEATURE_DIM, log=log)
     seconds = time.time() - t0
-    header = make_header(net, class_names, args.dataset, emnist_split, protocol, {
+    header = make_header(net, class_names, args.dataset, emnist_split, protocol, folder=folder, training={
         "epochs": epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "optimizer": "AdamW (weight decay 5e-4), one-cycle LR", "augment": "random shifts of up to 2 px",
         "device": str(device), "seconds": round(seconds, 1), "torch": torch.__version__,
@@ -85,8 +99,12 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train an evaluator on real data and write evaluator.safetensors")
-    t.add_argument("--dataset", required=True, choices=list(DATASETS))
-    t.add_argument("--data-dir", default=None, help="folder with the official files (default: download)")
+    t.add_argument("--dataset", default=None, choices=[*DATASETS, FOLDER_DATASET],
+                   help="default: the dataset of the checkpoint in --out; 'folder' (your own images) needs a "
+                        "checkpoint: its training part trains the evaluator, its held-out part is held out")
+    t.add_argument("--data-dir", default=None,
+                   help="folder with the official files (default: download); for your own images, where the "
+                        "images (or the labels CSV) are now, if they moved since training")
     t.add_argument("--split", default="train", choices=["train", "test"],
                    help="train: train split trains, test split held out; test: seeded split of the test split")
     t.add_argument("--emnist-split", default=None, choices=list(EMNIST_SPLITS))

@@ -18,7 +18,8 @@ import torch
 from .checkpoints import (EVALUATOR_FILE, GENERATOR_FILE, HUB_GENERATOR_FILE, HUB_META_FILE, META_FILE,
                           REAL_SAMPLES_FILE, CheckpointError, generator_file, read_meta, read_tensors, real_sample,
                           resolve_checkpoint, write_folder)
-from .data import DatasetError, load_dataset
+from .data import DatasetError
+from .image_folder import load_config_data
 from .sampler import real_samples_for
 
 KEEP_FILES = (EVALUATOR_FILE, "MODEL_CARD.md", "evaluation.json")
@@ -38,7 +39,7 @@ def export(source: str | Path, target: str | Path, data_dir: str | None = None, 
     if own is not None:
         tensors[REAL_SAMPLES_FILE] = {"images": torch.from_numpy(own[0]), "labels": torch.from_numpy(own[1])}
     elif real_per_class > 0:
-        ds = load_dataset(cfg["dataset"], cfg["split"], data_dir, cfg.get("emnist_split"))
+        ds = load_config_data(cfg, cfg["split"], data_dir, expect=meta["dataset"])
         images, labels = real_sample(ds.images, ds.labels, ds.num_classes, real_per_class, seed=cfg["seed"])
         tensors[REAL_SAMPLES_FILE] = {"images": images, "labels": labels}
     out_meta = {k: v for k, v in meta.items() if k not in ("optimizers", "progress")}

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import DatasetError, load_dataset
+from .image_folder import FOLDER_DATASET, load_config_data
 
 log = logging.getLogger("cgan.nearest")
 BLOCK = 16_384   # images converted to float32 at a time (EMNIST ByMerge train: 697,932 images, 43 blocks)
@@ -28,6 +29,25 @@ def nearest_in(images: np.ndarray, g: np.ndarray, n: int) -> tuple[np.ndarray, n
     d = np.sqrt(((flat - g.reshape(1, -1).astype(np.float32)) ** 2).sum(1))
     order = np.argsort(d, kind="stable")[:n]
     return order, d[order]
+
+
+def own_images(meta: dict, root: Path):
+    """A model trained on your own images: its images in ``root`` (the studio's --data-dir), or in the
+    folder of ``root`` named like the one it was trained on; the CSV of a --labels run must sit in the
+    same folder under its own name. Only paths under ``root`` are read (the names come from the
+    checkpoint, which a visitor of a hosted studio may have written), and the pixels must be the ones it
+    was trained on (the checkpoint's SHA-256)."""
+    cfg = meta["config"]
+    named = Path(str(cfg.get("image_folder") or "")).name
+    folder = root / named if named not in ("", ".", "..") and (root / named).is_dir() else root
+    if cfg.get("labels_file"):
+        csv_name = Path(str(cfg["labels_file"])).name
+        if csv_name in ("", ".", "..") or not (folder / csv_name).is_file():
+            raise DatasetError(f"{folder} holds no {csv_name or 'labels CSV'} of this model's images")
+        cfg = {**cfg, "image_folder": str(folder), "labels_file": str(folder / csv_name)}
+    else:
+        cfg = {**cfg, "image_folder": str(folder), "labels_file": None}
+    return load_config_data(cfg, meta["dataset"].get("split", "train"), expect=meta["dataset"]), folder
 
 
 @dataclass
@@ -46,8 +66,11 @@ class TrainingSetIndex:
         dataset). Refused unless the image count is the one recorded in the checkpoint."""
         ds = meta["dataset"]
         root = Path(data_dir)
-        folder = root / ds["name"] if (root / ds["name"]).is_dir() else root
-        data = load_dataset(ds["name"], ds.get("split", "train"), folder, ds.get("emnist_split"))
+        if ds["name"] == FOLDER_DATASET:
+            data, folder = own_images(meta, root)
+        else:
+            folder = root / ds["name"] if (root / ds["name"]).is_dir() else root
+            data = load_dataset(ds["name"], ds.get("split", "train"), folder, ds.get("emnist_split"))
         if ds.get("num_images") != len(data):
             raise DatasetError(f"{folder} holds {len(data):,} images of {ds['name']} ({ds.get('split')}), but the "
                                f"checkpoint was trained on {ds.get('num_images')}: not the same data")
@@ -57,8 +80,9 @@ class TrainingSetIndex:
         flat = np.ascontiguousarray(x.reshape(len(x), -1))
         norms = np.concatenate([(flat[i:i + BLOCK].astype(np.float64) ** 2).sum(1) for i in range(0, len(flat), BLOCK)])
         split = (f"{ds['emnist_split']} " if ds.get("emnist_split") else "") + ds.get("split", "train")
+        what = "your" if ds["name"] == FOLDER_DATASET else f"the {ds['name']}"
         return cls(flat, data.labels.numpy(), norms, shape,
-                   f"all {len(flat):,} images of the {ds['name']} {split} split it was trained on")
+                   f"all {len(flat):,} images of {what} {split} split it was trained on")
 
     def search(self, g: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, float]:
         """The ``n`` nearest training images to ``g``: (indices, distances, seconds taken)."""

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .checkpoints import list_checkpoints
+from .image_folder import FOLDER_DATASET
 from .model_card import md
 from .runs import LOSS_FILE, RUN_FILE, read_loss_rows, run_state
 
@@ -104,6 +105,9 @@ class RunView:
                 info = json.loads(info_file.read_text())
                 cfg = info.get("config", {}) if isinstance(info, dict) else {}
                 r.dataset = str(cfg.get("dataset", "?"))[:64]
+                about = info.get("dataset") if isinstance(info, dict) else None
+                if r.dataset == FOLDER_DATASET and isinstance(about, dict) and isinstance(about.get("title"), str):
+                    r.dataset = about["title"][:64]  # your own images: "images from pets"
                 r.arch = str(cfg.get("arch", "?"))[:32]
                 r.total = cfg.get("steps") if isinstance(cfg.get("steps"), int) else 0
             rows = read_loss_rows(folder / LOSS_FILE, tail=LOG_TAIL_BYTES)

@@ -112,9 +112,13 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def dataset_meta(dataset: Dataset) -> dict:
-    info = DATASETS[dataset.name]
-    return {"name": dataset.name, "title": info.title, "split": dataset.split,
-            "emnist_split": dataset.emnist_split, "num_images": len(dataset), "license": info.license}
+    """checkpoint.json's "dataset" entry: a built-in dataset's facts come from its registry entry, your own
+    images' (title, licence, fingerprint of the files) from the Dataset itself."""
+    info = DATASETS.get(dataset.name)
+    about = dataset.about or {"title": info.title, "license": info.license}
+    return {"name": dataset.name, "title": about.get("title"), "split": dataset.split,
+            "emnist_split": dataset.emnist_split, "num_images": len(dataset), "license": about.get("license"),
+            **{k: v for k, v in about.items() if k not in ("title", "license")}}
 
 
 def git_commit() -> str | None:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -16,7 +18,10 @@ from . import distributed
 from .checkpoints import (MAX_PARAMETERS, REAL_SAMPLES_FILE, CheckpointError, allocation_error, latest_checkpoint,
                           read_meta)
 from .config import TrainConfig
-from .data import DATASETS, EMNIST_SPLITS, SPLITS, DatasetError, load_dataset
+from .data import DATASETS, EMNIST_SPLITS, SPLITS, DatasetError, data_fingerprint, load_dataset
+from .files import atomic_write_text
+from .image_folder import (DEFAULT_HOLDOUT_FRACTION, FOLDER_DATASET, IMAGE_SIZES, MIN_CLASS_IMAGES, FolderSource,
+                           display_name, folder_title, format_report, load_config_data, load_folder_dataset)
 from .losses import LOSSES
 from .networks import ARCHITECTURES, AUTO_AUGMENT_MAX_IMAGES, parameter_count, recipe
 from .runs import (lock_run, newest_intact_checkpoint, original_command, reset_run_without_checkpoint,
@@ -24,8 +29,9 @@ from .runs import (lock_run, newest_intact_checkpoint, original_command, reset_r
 from .training import RunControl, TrainingDiverged, fit, write_run_info
 
 # What --resume lets a user change; everything else is the run's own config.
-RESUME_OPTIONS = {"steps", "epochs", "device", "threads", "data_dir", "sample_every", "checkpoint_every", "log_every",
-                  "resume", "progress"}
+RESUME_OPTIONS = {"steps", "epochs", "device", "threads", "data_dir", "image_folder", "labels", "sample_every",
+                  "checkpoint_every", "log_every", "resume", "progress"}
+DATA_REPORT = "data_report.txt"   # RUN/data_report.txt (and .json): what was read from your own images
 MIN_FREE_BYTES = 200 * 1024 * 1024
 
 
@@ -36,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "losses.csv, losses.png and run.json (command lines, config, code version).",
         epilog="Examples:\n  python train.py --dataset fashion-mnist --epochs 20\n"
                "  python train.py --dataset mnist --data-dir ../shared/data/mnist --split test --steps 5000\n"
+               "  python train.py --image-folder my-images/ --epochs 50     (one subfolder per class)\n"
                "  python train.py --resume runs/mnist-sngan-... --steps 20000\n"
                "  torchrun --nproc_per_node=2 train.py --dataset mnist ...")
     p.formatter_class = lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
@@ -49,6 +56,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split", default=d.split, choices=SPLITS, help="which split to train on (default %(default)s)")
     g.add_argument("--emnist-split", default=None, choices=EMNIST_SPLITS,
                    help="EMNIST split (default balanced); splits hold different images")
+    g = p.add_argument_group(
+        "your own images",
+        "Train on a folder with one subfolder per class (class names from the folder names), or on a CSV of "
+        "path,label rows. Every file is decoded once, in parallel, into a cache (~/.cache/cgan-studio/data/"
+        "image-folders, or $CGAN_DATA_CACHE) keyed by the files and these options; later runs and --resume "
+        "start from it. Rules: EXIF orientation applied; transparency composited onto white; 16-bit grey "
+        "scaled to 8 bits; CMYK and other colour modes converted to RGB; the shorter side scaled to the image "
+        "size (Lanczos), then the centre square cropped. Skipped and reported (RUN/data_report.txt): files that "
+        "are not images, truncated or corrupt images, images over Pillow's decompression-bomb pixel limit, "
+        "hidden files, symbolic links leading out of the folder. Classes with fewer than "
+        f"{MIN_CLASS_IMAGES} images are warned about; an empty folder or a single class is refused.")
+    g.add_argument("--image-folder", default=None, metavar="DIR",
+                   help="folder of class subfolders (with --labels: the folder the CSV's paths are relative to)")
+    g.add_argument("--labels", default=None, metavar="FILE.csv",
+                   help="CSV rows path,label (header optional); paths relative to --image-folder, else to the CSV")
+    g.add_argument("--image-size", type=int, default=None, choices=IMAGE_SIZES,
+                   help="side in pixels (default: the one nearest to the images' median shorter side)")
+    g.add_argument("--channels", type=int, default=None, choices=(1, 3),
+                   help="1 grey or 3 RGB (default: 1 when every file is stored as greyscale)")
+    g.add_argument("--holdout-fraction", type=float, default=DEFAULT_HOLDOUT_FRACTION,
+                   help="per class, held out for evaluation; chosen by a hash of --seed and the file's path, so "
+                        "deterministic (default %(default)s)")
     g = p.add_argument_group("model")
     g.add_argument("--arch", default=d.arch, choices=list(ARCHITECTURES),
                    help="; ".join(f"{k}: {v.description}" for k, v in ARCHITECTURES.items()) + " (default %(default)s)")
@@ -124,12 +153,16 @@ def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
     return given
 
 
-def config_from_args(args: argparse.Namespace, num_images: int) -> TrainConfig:
+def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSource | None = None) -> TrainConfig:
     defaults = recipe(args.arch, num_images)
     augment = {"auto": defaults["augment"], "none": ""}.get(args.augment, args.augment)
     cuda = args.device_type == "cuda"
+    own = {} if folder is None else {
+        "image_folder": folder.image_folder, "labels_file": folder.labels_file, "image_size": folder.image_size,
+        "channels": folder.channels, "holdout_fraction": folder.holdout_fraction}
     return TrainConfig(
         dataset=args.dataset, split=args.split, emnist_split=args.emnist_split if args.dataset == "emnist" else None,
+        **own,
         arch=args.arch, loss=args.loss or defaults["loss"], z_dim=args.z_dim,
         g_width=args.g_width or defaults["g_width"], d_width=args.d_width or defaults["d_width"],
         steps=0, batch_size=args.batch_size, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1, beta2=args.beta2,
@@ -139,6 +172,41 @@ def config_from_args(args: argparse.Namespace, num_images: int) -> TrainConfig:
         compile_mode=args.compile_mode or ("reduce-overhead" if cuda else "default"),
         loader=args.loader, workers=args.workers, log_every=args.log_every, sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every, keep=args.keep)
+
+
+def load_own_images(args, main_process: bool):
+    """--image-folder / --labels: scan, decode (or read the cache), print the report. Returns the training
+    Dataset and (FolderSource with the sizes chosen, report)."""
+    if args.emnist_split or args.data_dir:
+        raise ValueError("--data-dir and --emnist-split are for the built-in datasets; your own images are "
+                         "named by --image-folder or --labels")
+    folder = FolderSource(
+        os.path.abspath(args.image_folder) if args.image_folder else None,
+        os.path.abspath(args.labels) if args.labels else None,
+        args.image_size or 0, args.channels or 0, args.holdout_fraction, args.seed)
+    if not 0 <= folder.holdout_fraction < 1:
+        raise ValueError("--holdout-fraction must be in [0, 1)")
+    dataset, data = load_folder_dataset(folder, args.split, progress=args.progress and main_process)
+    dataset.about = {"title": folder_title(folder), "license": "the images' own (not recorded)",
+                     "fingerprint": data.fingerprint, "sha256": data_fingerprint(dataset.images, dataset.labels)}
+    if main_process:
+        print(format_report(data.report), file=sys.stderr)
+        held = len(data.split("test", folder.holdout_fraction, folder.seed))
+        print(f"  training on {len(dataset):,} images (--split {args.split}); {held:,} held out for evaluation "
+              f"(--holdout-fraction {folder.holdout_fraction})", file=sys.stderr)
+    return dataset, (folder, data.report)
+
+
+def run_name_part(folder: FolderSource) -> str:
+    """The default run folder's name for your own images: the folder's (or CSV's) name, made safe."""
+    base = Path(folder.image_folder or folder.labels_file or "images").stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", display_name(base, 40)).strip("-.") or "images"
+
+
+def write_data_report(run_dir: Path, report: dict) -> None:
+    """RUN/data_report.txt and .json: what was read from your own images, and what was skipped and why."""
+    atomic_write_text(run_dir / DATA_REPORT, format_report(report) + "\n")
+    atomic_write_text(run_dir / Path(DATA_REPORT).with_suffix(".json"), json.dumps(report, indent=2))
 
 
 def check_size(cfg: TrainConfig, dataset) -> None:
@@ -249,8 +317,16 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
     dist_info, device = distributed.init(args.device)
     args.device_type = device.type
     resume_from = None
+    given = given_options(parser, argv)
+    if not args.resume and (args.image_folder or args.labels):
+        if "dataset" in given:
+            raise ValueError("--dataset names a built-in dataset; to train on your own images give only "
+                             "--image-folder or --labels")
+        args.dataset = FOLDER_DATASET
+    elif not args.resume and given & {"image_size", "channels", "holdout_fraction"}:
+        raise ValueError("--image-size, --channels and --holdout-fraction are for your own images: name them "
+                         "with --image-folder DIR or --labels FILE.csv")
     if args.resume:
-        given = given_options(parser, argv)
         not_allowed = sorted(given - RESUME_OPTIONS)
         if not_allowed:
             names = ", ".join("--" + n.replace("_", "-") for n in not_allowed)
@@ -277,7 +353,17 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
             if name in given:
                 setattr(cfg, name, getattr(args, name))
         args.dataset, args.split, args.emnist_split = cfg.dataset, cfg.split, cfg.emnist_split
-    dataset = load_dataset(args.dataset, args.split, args.data_dir, args.emnist_split)
+    folder = None
+    if args.resume and cfg.dataset == FOLDER_DATASET:
+        if args.labels or args.image_folder:  # the images moved: the config records where they are now
+            cfg.labels_file = os.path.abspath(args.labels) if args.labels else cfg.labels_file
+            cfg.image_folder = os.path.abspath(args.image_folder) if args.image_folder else cfg.image_folder
+        dataset = load_config_data(cfg.to_dict(), cfg.split, progress=args.progress and dist_info.is_main,
+                                   expect=meta["dataset"])
+    elif args.dataset == FOLDER_DATASET:
+        dataset, folder = load_own_images(args, dist_info.is_main)
+    else:
+        dataset = load_dataset(args.dataset, args.split, args.data_dir, args.emnist_split)
     if args.resume:
         if meta["dataset"].get("num_images") != len(dataset):
             raise ValueError(f"the checkpoint was trained on {meta['dataset'].get('num_images')} images of "
@@ -286,11 +372,12 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
         steps = resolve_steps(args, cfg, len(dataset), dist_info.world_size)
         cfg.steps = steps if steps is not None else cfg.steps
     else:
-        cfg = config_from_args(args, len(dataset))
+        cfg = config_from_args(args, len(dataset), folder[0] if folder else None)
         steps = resolve_steps(args, cfg, len(dataset), dist_info.world_size)
         cfg.steps = steps if steps is not None else resolve_steps(
             argparse.Namespace(steps=None, epochs=10), cfg, len(dataset), dist_info.world_size)
-        run_dir = Path(args.out or f"runs/{cfg.dataset}-{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+        name = cfg.dataset if folder is None else run_name_part(folder[0])
+        run_dir = Path(args.out or f"runs/{name}-{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
     cfg.validate()
     check_size(cfg, dataset)
     if dist_info.is_main:
@@ -304,6 +391,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
             print(f"reusing {run_dir}: an earlier run there stopped before its first checkpoint", file=sys.stderr)
             reset_run_without_checkpoint(run_dir)
         write_run_info(run_dir, ["train.py", *argv], cfg, dataset, device, resumed=resume_from is not None)
+        if folder is not None:
+            write_data_report(run_dir, folder[1])
         print(f"cgan-studio: {cfg.arch} on {cfg.dataset} ({cfg.split}, {len(dataset):,} images, "
               f"{dataset.num_classes} classes) | device {device} x{dist_info.world_size} | "
               f"{cfg.steps:,} steps of batch {cfg.batch_size} | run folder {run_dir}"
@@ -347,8 +436,9 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
         p = trainer.progress
         if control.stopped:
             again = f"python train.py --resume {shlex.quote(str(run_dir))}"
-            if args.data_dir:
-                again += f" --data-dir {shlex.quote(args.data_dir)}"
+            for option in ("data_dir", "image_folder", "labels"):
+                if getattr(args, option, None):
+                    again += f" --{option.replace('_', '-')} {shlex.quote(getattr(args, option))}"
             final_status(run_dir, "stopped", p.step, f"stopped on {control.stop_reason}; continue with: {again}")
             print(f"stopped at step {p.step} on {control.stop_reason}; continue with: {again}", file=sys.stderr)
         else:
