@@ -79,7 +79,8 @@ def display_name(raw: str, limit: int = MAX_NAME_CHARS) -> str:
     """A folder or label name as it may be shown: undecodable bytes become U+FFFD, control and format
     characters become "?", whitespace is collapsed, at most ``limit`` characters. (Escaping for Markdown
     or HTML is the studio's and the model card's job; this only makes the text printable.)"""
-    text = os.fsencode(raw).decode("utf-8", "replace") if isinstance(raw, str) else raw.decode("utf-8", "replace")
+    raw = os.fspath(raw) if isinstance(raw, os.PathLike) else raw
+    text = os.fsencode(raw).decode("utf-8", "replace") if isinstance(raw, str) else bytes(raw).decode("utf-8", "replace")
     text = re.sub(r"\s+", " ", text).strip()
     text = "".join("?" if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") else ch for ch in text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -465,7 +466,8 @@ def choose_defaults(fl: FileList, src: FolderSource, progress: bool) -> tuple[in
     return (src.image_size or nearest_size(side)), (src.channels or (1 if grey else 3))
 
 
-def decode_all(fl: FileList, size: int, channels: int, progress: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+def decode_all(fl: FileList, size: int, channels: int, progress: bool,
+               threads: int | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Decode every listed file in parallel into one preallocated uint8 array; returns (images of the
     files that decoded, their indices into fl.files, timing)."""
     n = len(fl.files)
@@ -485,8 +487,9 @@ def decode_all(fl: FileList, size: int, channels: int, progress: bool) -> tuple[
         except Skip as e:
             reasons[i] = e.reason
 
+    threads = threads or workers()
     t = time.perf_counter()
-    with _progress(n, "decoding images", progress) as bar, ThreadPoolExecutor(workers()) as pool:
+    with _progress(n, "decoding images", progress) as bar, ThreadPoolExecutor(threads) as pool:
         for done, _ in enumerate(pool.map(one, range(n), chunksize=16), start=1):
             bar.update()
             if done % 256 == 0:
@@ -498,7 +501,7 @@ def decode_all(fl: FileList, size: int, channels: int, progress: bool) -> tuple[
     index = np.flatnonzero(ok)
     return out[index] if len(index) < n else out, index, {
         "seconds": round(seconds, 3), "images_per_second": round(n / seconds, 1) if seconds > 0 else None,
-        "threads": workers()}
+        "threads": threads}
 
 
 def build_report(fl: FileList, labels: np.ndarray, class_names: list[str], timing: dict, size: int,

@@ -350,7 +350,66 @@ def test_resume_from_the_cache_is_bitwise_the_uninterrupted_run(tmp_path, capsys
         a = load_file(str(straight / "checkpoints" / "step-0000004" / name))
         b = load_file(str(resumed / "checkpoints" / "step-0000004" / name))
         assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a), name
+    # the Runs tab lists it under its folder's name
+    from cgan.run_view import RunView
+    row = [r for r in RunView(tmp_path).table() if r[0] == "resumed"][0]
+    assert row[1] == "images from imgs" and row[3].startswith("4")
     # the images changed since: --resume refuses rather than training on other data
     class_image(0, 50, (32, 32), False).save(folder / "circle" / "new.png")
     assert train(["--resume", str(resumed), "--steps", "6", "--no-progress"]) == 2
     assert "not the ones this model was trained on" in capsys.readouterr().err
+
+
+def test_the_studio_searches_every_training_image_and_shows_hostile_names_safely(tmp_path):
+    from cgan.export import export
+    from cgan.model_card import render
+    from cgan.studio import Studio
+
+    hostile = "<img src=x onerror=alert(1)>"
+    folder = make_folder(tmp_path / "pets", names=(hostile, "[link](http://evil)"))
+    run = tmp_path / "run"
+    assert folder_train(folder, run, 2) == 0
+    served = tmp_path / "served"
+    export(run / "checkpoints" / "step-0000002", served / "pets")
+    card = render(served / "pets")
+    assert hostile not in card and "&lt;img" in card and "](http://evil)" not in card
+    # with the images' folder as --data-dir: every training image is searched
+    studio = Studio(str(served), data_dir=tmp_path)
+    studio.preload()
+    classes = studio.class_names("pets")
+    assert hostile in classes  # the name itself is kept; every place that shows it escapes it
+    image, text = studio.nearest("pets", classes[0], 5)
+    assert "all 22 images of your train split it was trained on" in text, text
+    assert hostile not in text
+    grid, caption = studio.generate("pets", classes[0], 1, rows=1, cols=2, scale=1)[:2]
+    assert hostile not in caption
+    # other images under the same name are refused, and the bundled sample answers instead
+    (folder / "[link](http://evil)" / "000.jpg").unlink()
+    studio = Studio(str(served), data_dir=tmp_path)
+    studio.preload()
+    image, text = studio.nearest("pets", classes[0], 5)
+    assert "bundled with this checkpoint" in text
+
+
+def test_folder_evaluator_and_evaluation(tmp_path, capsys):
+    from cgan.evaluate import main as evaluate_main
+    from cgan.evaluator_cli import main as evaluator_main
+
+    folder = make_folder(tmp_path / "imgs", per_class=(40, 40))
+    run = tmp_path / "run"
+    assert folder_train(folder, run, 2) == 0
+    ck = run / "checkpoints" / "step-0000002"
+    assert evaluator_main(["train", "--out", str(ck), "--epochs", "1", "--width", "8", "--no-reference"]) == 0
+    err = capsys.readouterr().err
+    assert "your images: the part a run trains on (72 images) trains the evaluator" in err, err
+    assert evaluate_main([str(ck), "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "conditional accuracy" in out and "Fr" in out
+    # moved images: --data-dir says where they are now; changed images are refused
+    moved = tmp_path / "moved"
+    folder.rename(moved)
+    assert evaluate_main([str(ck), "--quick", "--data-dir", str(moved)]) == 0
+    capsys.readouterr()
+    class_image(0, 77, (32, 32), False).save(moved / "circle" / "zzz.png")
+    assert evaluate_main([str(ck), "--quick", "--data-dir", str(moved)]) == 2
+    assert "not the" in capsys.readouterr().err
