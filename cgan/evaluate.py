@@ -19,6 +19,11 @@ What is measured (Shmelkov et al. 2018; Kynkaanniemi et al. 2019), each beside i
   * memorization: pixel distance of each generated image to its nearest GAN-training image, beside the
     same for real held-out images.
 
+Each metric is one entry in METRICS (in this file): a function of the inputs every metric shares
+(MetricInputs) and how the metric is shown. Adding a metric is one entry there (plus a pure function in
+cgan/metrics.py for a new formula): the result dict, evaluation.json, the printed table and the model
+card follow.
+
 The protocol (which real images play which part, sample counts, seeds) is fixed per dataset and printed
 with the results. ``--quick`` is a smaller version of it for tests and training-time monitoring (well
 under a minute on 2 CPU cores); its numbers are noisier and are stored under their own key.
@@ -40,14 +45,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from .checkpoints import CheckpointError, resolve_checkpoint
-from .data import DatasetError, load_dataset
+from .data import DatasetError
 from .files import atomic_write_text
-from .evaluator import Evaluator, as_nchw, check_fingerprint, load_evaluator, stratified_split, train_evaluator
+from .evaluator import (Evaluator, as_nchw, check_fingerprint, load_evaluator, load_split, stratified_split,
+                        train_evaluator)
 from .metrics import (accuracy, balanced_accuracy, frechet_distance, memorization, nan_to_none,
                       per_class_accuracy, precision_recall)
 
@@ -119,11 +126,10 @@ def load_real_data(evaluator: Evaluator, data_dir=None, gan_split: str | None = 
     """Load the evaluator's protocol data from ``data_dir``; ``gan_split`` is the split the generator was
     trained on ("train", "test" or "all"; default: the split that trained the evaluator)."""
     name, p = evaluator.dataset, evaluator.protocol
-    emnist_split = evaluator.header["dataset"].get("emnist_split")
     notes = []
 
     def load(split):
-        ds = load_dataset(name, split, data_dir, emnist_split)
+        ds = load_split(evaluator.header["dataset"], split, data_dir)
         if list(ds.class_names) != evaluator.class_names:
             raise DatasetError(f"{name} {split} classes {list(ds.class_names)[:5]}... differ from the evaluator's")
         check_fingerprint(evaluator, split, ds.images, ds.labels, data_dir or "the download cache")
@@ -281,7 +287,7 @@ def _prefix_index(labels: torch.Tensor, counts: np.ndarray) -> torch.Tensor:
     return torch.cat(out)
 
 
-# ----------------------------------------------------------------------------- the evaluation
+# ----------------------------------------------------------------------------- the metrics
 
 def _per_class_dict(names, values) -> dict:
     return {n: (None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 5))
@@ -292,18 +298,227 @@ def _ratio(a, b):
     return a / b if b and not math.isnan(b) and not math.isnan(a) else float("nan")
 
 
+def compared(generated: float, real: float) -> dict:
+    """The result of a simple metric: its value on generated images, on real ones, and their ratio."""
+    return {"generated": generated, "real": real, "ratio": _ratio(generated, real)}
+
+
+@dataclass
+class MetricInputs:
+    """What ``evaluate_sampler`` prepares once and every metric reads. The generated set is class-major and
+    holds, for each class, the most images any metric asks for; the index arrays pick each metric's set
+    from it (image j of class k is the same image in every set, so smaller sets are prefixes)."""
+
+    evaluator: Evaluator
+    protocol: Protocol
+    real: RealData
+    splits: RealSplits
+    generated_images: torch.Tensor        # uint8 (N, C, H, W)
+    generated_labels: torch.Tensor        # (N,) int64: the class each image was asked for
+    generated_features: np.ndarray        # (N, D) evaluator features
+    generated_predictions: np.ndarray     # (N,) evaluator predictions
+    test_index: np.ndarray                # GAN-test set: protocol.per_class images of every class
+    fd_index: np.ndarray                  # FD / precision / recall set: half A's class mix
+    train_counts: np.ndarray              # GAN-train images per class (the data's class mix; zeros: skipped)
+    heldout_images: torch.Tensor          # the protocol's real held-out images (splits.heldout), uint8...
+    heldout_labels: torch.Tensor          # ...their labels...
+    heldout_predictions: np.ndarray       # ...and the evaluator's predictions of them
+    features_a: np.ndarray                # real half A (the FD floor's other side) and its labels
+    labels_a: torch.Tensor
+    features_b: np.ndarray                # real half B (the reference of FD / precision / recall)
+    labels_b: torch.Tensor
+    device: object = None                 # where GAN-train trains (None: the evaluator's device)
+    log: Callable[[str], None] = lambda s: None  # progress lines (the command prints them on stderr)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: adding a metric is one entry in METRICS (plus, for a new formula, a pure function in
+    metrics.py). The entry is all that the result dict, evaluation.json, ``format_report`` and the model
+    card's table need, so nothing else is edited.
+
+    ``compute`` returns the dict stored under the metric's key, or None when it is not measured this time
+    (e.g. memorization without GAN-training images). A simple metric returns ``compared(generated, real)``
+    and is shown as one row, ``label`` with values in ``fmt`` (also in the model card); ``target`` =
+    (field, ">=" or "<=", bound) adds a quality target on that field of its dict (the built-in targets,
+    with their own rules and wording, stay in ``targets`` and the card's summary). Metrics with more to
+    show give ``report_rows`` (entry -> rows of (label, generated, real, ratio[, fmt])); the model card
+    keeps its own rows for those (model_card.CARD_ROWS)."""
+
+    compute: Callable[[MetricInputs], dict | None]
+    label: str
+    fmt: str = "{:.4f}"
+    target: tuple[str, str, float] | None = None
+    report_rows: Callable[[dict], list[tuple]] | None = None
+
+    def __post_init__(self):
+        if self.target is not None and self.target[1] not in (">=", "<="):
+            raise ValueError(f"a target is (field, '>=' or '<=', bound), got {self.target!r}")
+
+    def rows(self, entry: dict) -> list[tuple]:
+        if self.report_rows is not None:
+            return self.report_rows(entry)
+        return [(self.label, entry.get("generated"), entry.get("real"), entry.get("ratio"), self.fmt)]
+
+    def target_name(self, key: str) -> str | None:
+        return None if self.target is None else f"{key}_{self.target[0]}{self.target[1]}{self.target[2]:g}"
+
+
+def conditional_accuracy(x: MetricInputs) -> dict:
+    """GAN-test: the evaluator's class-balanced accuracy on generated images w.r.t. the requested class,
+    beside its accuracy on real held-out images (the ceiling)."""
+    K, names = x.evaluator.num_classes, x.evaluator.class_names
+    held_y = x.heldout_labels.numpy()
+    real_per = per_class_accuracy(x.heldout_predictions, held_y, K)
+    real_bal = balanced_accuracy(x.heldout_predictions, held_y, K)
+    real_acc, ceiling_source, n_ceiling = accuracy(x.heldout_predictions, held_y), "measured", len(held_y)
+    stored = x.evaluator.header.get("heldout")
+    if len(x.splits.heldout) < len(x.real.heldout_labels) and stored is not None:
+        # A capped protocol (quick) would measure the ceilings on a handful of images of EMNIST's rare
+        # classes; the evaluator file holds them measured on every held-out image, so use those.
+        per = [stored["per_class"].get(n) for n in names]  # by name: the file's JSON keys are sorted
+        real_per = np.array([np.nan if v is None else v for v in per], dtype=np.float64)
+        real_bal, real_acc = stored["balanced_accuracy"], stored["accuracy"]
+        ceiling_source, n_ceiling = "stored in the evaluator file", stored["num_images"]
+    i = x.test_index
+    gen_per = per_class_accuracy(x.generated_predictions[i], x.generated_labels[i].numpy(), K)
+    gen_bal = float(np.nanmean(gen_per))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        class_ratio = gen_per / real_per
+    worst = int(np.nanargmin(class_ratio)) if np.isfinite(class_ratio).any() else 0
+    return {
+        "generated": {"balanced_accuracy": gen_bal, "per_class": _per_class_dict(names, gen_per),
+                      "num_images": int(len(i))},
+        "real_heldout": {"balanced_accuracy": real_bal, "accuracy": real_acc, "source": ceiling_source,
+                         "per_class": _per_class_dict(names, real_per), "num_images": int(n_ceiling)},
+        "ratio": _ratio(gen_bal, real_bal),
+        "per_class_ratio": _per_class_dict(names, class_ratio),
+        "worst_class": {"class": names[worst], "ratio": float(class_ratio[worst])},
+    }
+
+
+def gan_train(x: MetricInputs) -> dict | None:
+    """A fresh classifier of the evaluator's recipe trained on generated images, tested on real held-out
+    ones, beside the same recipe trained on real images (stored in the evaluator file)."""
+    protocol = x.protocol
+    if protocol.gan_train_epochs <= 0:
+        return None
+    t = time.time()
+    i = _prefix_index(x.generated_labels, x.train_counts)
+    r = gan_train_accuracy(x.generated_images[i], x.generated_labels[i], x.real, x.splits, x.evaluator,
+                           protocol, x.device)
+    ref = x.evaluator.header.get("reference", {}).get(protocol.name)
+    if ref is not None and {k: ref.get(k) for k in protocol.reference_key()} != protocol.reference_key():
+        ref = None  # stored for other protocol settings: not comparable
+    x.log(f"GAN-train classifier trained and tested in {time.time() - t:.1f} s")
+    return {"accuracy": r["accuracy"], "balanced_accuracy": r["balanced_accuracy"],
+            "per_class": _per_class_dict(x.evaluator.class_names, r["per_class"]), "num_train": r["num_train"],
+            "num_test": r["num_test"], "epochs": protocol.gan_train_epochs, "real_train_reference": ref,
+            "ratio_to_reference": _ratio(r["accuracy"], ref["accuracy"]) if ref else None}
+
+
+def frechet(x: MetricInputs) -> dict:
+    """Frechet distance in evaluator features, generated (half A's class mix) vs real half B, beside the
+    real-vs-real floor (half A vs half B); per class too."""
+    g_fd, gy_fd = x.generated_features[x.fd_index], x.generated_labels[x.fd_index]
+    f_a, f_b, y_a, y_b = x.features_a, x.features_b, x.labels_a, x.labels_b
+    fd_gen, fd_floor = frechet_distance(g_fd, f_b), frechet_distance(f_a, f_b)
+    per_fd = {}
+    for k, name in enumerate(x.evaluator.class_names):
+        ga, ra, rb = g_fd[(gy_fd == k).numpy()], f_a[(y_a == k).numpy()], f_b[(y_b == k).numpy()]
+        if min(len(ga), len(ra), len(rb)) < 2:
+            per_fd[name] = {"generated": None, "floor": None, "ratio": None, "n": int(len(rb))}
+            continue
+        g, f = frechet_distance(ga, rb), frechet_distance(ra, rb)
+        per_fd[name] = {"generated": g, "floor": f, "ratio": _ratio(g, f), "n": int(len(rb))}
+    ratios = [v["ratio"] for v in per_fd.values() if v["ratio"] is not None]
+    return {"generated": fd_gen, "floor": fd_floor, "ratio": _ratio(fd_gen, fd_floor),
+            "per_class": per_fd, "per_class_max_ratio": max(ratios) if ratios else None,
+            "num_generated": int(len(x.fd_index)), "num_real_a": int(len(f_a)), "num_real_b": int(len(f_b))}
+
+
+def precision_and_recall(x: MetricInputs) -> dict:
+    """k-NN precision / recall in evaluator features: generated vs real half B, beside half A vs half B."""
+    k = x.protocol.k
+    return {"generated": precision_recall(x.features_b, x.generated_features[x.fd_index], k),
+            "real": precision_recall(x.features_b, x.features_a, k)}
+
+
+def memorization_check(x: MetricInputs) -> dict | None:
+    """Pixel distance of generated and of held-out images to their nearest GAN-training image."""
+    if x.real.gan_train_images is None or x.protocol.memorization_max <= 0:
+        return None
+    n = x.protocol.memorization_max
+    g = torch.Generator().manual_seed(x.protocol.seed)
+    gi = torch.from_numpy(x.fd_index)[torch.randperm(len(x.fd_index), generator=g)[:n]]
+    hg = torch.Generator().manual_seed(REAL_SEED + 5)
+    hi = x.splits.heldout[torch.randperm(len(x.splits.heldout), generator=hg)[:n]]
+    return memorization(x.generated_images[gi], x.real.heldout_images[hi], x.real.gan_train_images)
+
+
+# The report's rows of the metrics that show more than generated / real / ratio.
+def _conditional_rows(c: dict) -> list[tuple]:
+    w = c["worst_class"]["class"]
+    return [("conditional accuracy (balanced)", c["generated"]["balanced_accuracy"],
+             c["real_heldout"]["balanced_accuracy"], c["ratio"]),
+            (f"  worst class ({w})", c["generated"]["per_class"][w], c["real_heldout"]["per_class"][w],
+             c["worst_class"]["ratio"])]
+
+
+def _gan_train_rows(gt: dict) -> list[tuple]:
+    ref = gt["real_train_reference"]
+    return [("GAN-train accuracy (vs real-train)", gt["accuracy"], ref["accuracy"] if ref else None,
+             gt["ratio_to_reference"]),
+            ("  class-balanced", gt["balanced_accuracy"], ref["balanced_accuracy"] if ref else None,
+             _ratio(gt["balanced_accuracy"], ref["balanced_accuracy"]) if ref else None)]
+
+
+def _frechet_rows(fd: dict) -> list[tuple]:
+    return [("Frechet distance (vs floor)", fd["generated"], fd["floor"], fd["ratio"], "{:.3f}"),
+            ("  per class, worst ratio", None, None, fd["per_class_max_ratio"])]
+
+
+def _precision_recall_rows(pr: dict) -> list[tuple]:
+    g, r = pr["generated"], pr["real"]
+    return [("precision (vs real-real)", g["precision"], r["precision"], _ratio(g["precision"], r["precision"])),
+            ("recall (vs real-real)", g["recall"], r["recall"], _ratio(g["recall"], r["recall"]))]
+
+
+def _memorization_rows(m: dict) -> list[tuple]:
+    return [("memorization: median NN dist", m["generated_median"], m["heldout_median"], m["median_ratio"],
+             "{:.3f}"),
+            (f"  near copies (<= {m['copy_threshold']:.2f})", m["generated_near_copy_fraction"],
+             m["heldout_near_copy_fraction"], None)]
+
+
+# key in the result dict (and evaluation.json) -> Metric; computed and shown in this order.
+METRICS = {
+    "conditional_accuracy": Metric(conditional_accuracy, "conditional accuracy (balanced)",
+                                   report_rows=_conditional_rows),
+    "gan_train": Metric(gan_train, "GAN-train accuracy (vs real-train)", report_rows=_gan_train_rows),
+    "frechet": Metric(frechet, "Frechet distance (vs floor)", "{:.3f}", report_rows=_frechet_rows),
+    "precision_recall": Metric(precision_and_recall, "precision / recall (vs real-real)",
+                               report_rows=_precision_recall_rows),
+    "memorization": Metric(memorization_check, "memorization: median NN dist", "{:.3f}",
+                           report_rows=_memorization_rows),
+}
+
+
+# ----------------------------------------------------------------------------- the evaluation
+
 def evaluate_sampler(sampler, evaluator: Evaluator, real: RealData, protocol: Protocol, device=None,
                      log=None) -> dict:
-    """All metrics for one sampler. ``sampler`` needs ``sample(classes, per_class, seed) -> (uint8 images,
-    labels)`` (a ``cgan.Sampler``, or anything that behaves like one); nothing is read or written."""
+    """All metrics (METRICS) for one sampler. ``sampler`` needs ``sample(classes, per_class, seed) ->
+    (uint8 images, labels)`` (a ``cgan.Sampler``, or anything that behaves like one); nothing is read or
+    written."""
     t_start = time.time()
     timing = {}
     log = log or (lambda s: None)
-    K, names = evaluator.num_classes, evaluator.class_names
+    K = evaluator.num_classes
     m = evaluator.header["model"]
     splits = protocol_subsets(real, protocol)
 
-    # --- real side: ceilings and features
+    # --- real side: features and predictions of the held-out images
     t = time.time()
     held_x, held_y = real.heldout_images[splits.heldout], real.heldout_labels[splits.heldout]
     held_f, held_p = evaluator.features_and_predictions(held_x)
@@ -311,17 +526,6 @@ def evaluate_sampler(sampler, evaluator: Evaluator, real: RealData, protocol: Pr
     pos[splits.heldout] = torch.arange(len(splits.heldout))
     f_a, f_b = held_f[pos[splits.half_a].numpy()], held_f[pos[splits.half_b].numpy()]
     y_a, y_b = real.heldout_labels[splits.half_a], real.heldout_labels[splits.half_b]
-    real_per = per_class_accuracy(held_p, held_y.numpy(), K)
-    real_bal = balanced_accuracy(held_p, held_y.numpy(), K)
-    real_acc, ceiling_source, n_ceiling = accuracy(held_p, held_y.numpy()), "measured", len(held_y)
-    stored = evaluator.header.get("heldout")
-    if len(splits.heldout) < len(real.heldout_labels) and stored is not None:
-        # A capped protocol (quick) would measure the ceilings on a handful of images of EMNIST's rare
-        # classes; the evaluator file holds them measured on every held-out image, so use those.
-        per = [stored["per_class"].get(n) for n in names]  # by name: the file's JSON keys are sorted
-        real_per = np.array([np.nan if v is None else v for v in per], dtype=np.float64)
-        real_bal, real_acc = stored["balanced_accuracy"], stored["accuracy"]
-        ceiling_source, n_ceiling = "stored in the evaluator file", stored["num_images"]
     timing["real_features"] = time.time() - t
 
     # --- generated sets: class-balanced (GAN-test), class mix of half A (FD / PR), class mix of the data (GAN-train)
@@ -338,73 +542,17 @@ def evaluate_sampler(sampler, evaluator: Evaluator, real: RealData, protocol: Pr
     gen_f, gen_p = evaluator.features_and_predictions(gen_x)
     timing["generated_features"] = time.time() - t
 
-    # --- GAN-test
-    i_test = _prefix_index(gen_y, n_test).numpy()
-    gen_per = per_class_accuracy(gen_p[i_test], gen_y[i_test].numpy(), K)
-    gen_bal = float(np.nanmean(gen_per))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        class_ratio = gen_per / real_per
-    worst = int(np.nanargmin(class_ratio)) if np.isfinite(class_ratio).any() else 0
-    cond = {
-        "generated": {"balanced_accuracy": gen_bal, "per_class": _per_class_dict(names, gen_per),
-                      "num_images": int(len(i_test))},
-        "real_heldout": {"balanced_accuracy": real_bal, "accuracy": real_acc, "source": ceiling_source,
-                         "per_class": _per_class_dict(names, real_per), "num_images": int(n_ceiling)},
-        "ratio": _ratio(gen_bal, real_bal),
-        "per_class_ratio": _per_class_dict(names, class_ratio),
-        "worst_class": {"class": names[worst], "ratio": float(class_ratio[worst])},
-    }
-
-    # --- Frechet distance and precision / recall (generated with half A's class mix vs half B; floor A vs B)
-    t = time.time()
-    i_fd = _prefix_index(gen_y, n_fd).numpy()
-    g_fd, gy_fd = gen_f[i_fd], gen_y[i_fd]
-    fd_gen, fd_floor = frechet_distance(g_fd, f_b), frechet_distance(f_a, f_b)
-    per_fd = {}
-    for k, name in enumerate(names):
-        ga, ra, rb = g_fd[(gy_fd == k).numpy()], f_a[(y_a == k).numpy()], f_b[(y_b == k).numpy()]
-        if min(len(ga), len(ra), len(rb)) < 2:
-            per_fd[name] = {"generated": None, "floor": None, "ratio": None, "n": int(len(rb))}
-            continue
-        g, f = frechet_distance(ga, rb), frechet_distance(ra, rb)
-        per_fd[name] = {"generated": g, "floor": f, "ratio": _ratio(g, f), "n": int(len(rb))}
-    ratios = [v["ratio"] for v in per_fd.values() if v["ratio"] is not None]
-    frechet = {"generated": fd_gen, "floor": fd_floor, "ratio": _ratio(fd_gen, fd_floor),
-               "per_class": per_fd, "per_class_max_ratio": max(ratios) if ratios else None,
-               "num_generated": int(len(i_fd)), "num_real_a": int(len(f_a)), "num_real_b": int(len(f_b))}
-    timing["frechet"] = time.time() - t
-    t = time.time()
-    pr_gen = precision_recall(f_b, g_fd, protocol.k)
-    pr_real = precision_recall(f_b, f_a, protocol.k)
-    timing["precision_recall"] = time.time() - t
-
-    # --- GAN-train
-    gan_train = None
-    if protocol.gan_train_epochs > 0:
+    inputs = MetricInputs(evaluator, protocol, real, splits, gen_x, gen_y, gen_f, gen_p,
+                          test_index=_prefix_index(gen_y, n_test).numpy(),
+                          fd_index=_prefix_index(gen_y, n_fd).numpy(), train_counts=n_train,
+                          heldout_images=held_x, heldout_labels=held_y, heldout_predictions=held_p,
+                          features_a=f_a, labels_a=y_a, features_b=f_b, labels_b=y_b, device=device, log=log)
+    measured = {}
+    for key, metric in METRICS.items():
         t = time.time()
-        i_tr = _prefix_index(gen_y, n_train)
-        r = gan_train_accuracy(gen_x[i_tr], gen_y[i_tr], real, splits, evaluator, protocol, device)
-        ref = evaluator.header.get("reference", {}).get(protocol.name)
-        if ref is not None and {k: ref.get(k) for k in protocol.reference_key()} != protocol.reference_key():
-            ref = None  # stored for other protocol settings: not comparable
-        gan_train = {"accuracy": r["accuracy"], "balanced_accuracy": r["balanced_accuracy"],
-                     "per_class": _per_class_dict(names, r["per_class"]), "num_train": r["num_train"],
-                     "num_test": r["num_test"], "epochs": protocol.gan_train_epochs,
-                     "real_train_reference": ref,
-                     "ratio_to_reference": _ratio(r["accuracy"], ref["accuracy"]) if ref else None}
-        timing["gan_train"] = time.time() - t
-        log(f"GAN-train classifier trained and tested in {timing['gan_train']:.1f} s")
-
-    # --- memorization (pixels): generated and held-out images vs the GAN's training images
-    memo = None
-    if real.gan_train_images is not None and protocol.memorization_max > 0:
-        t = time.time()
-        g = torch.Generator().manual_seed(protocol.seed)
-        gi = torch.from_numpy(i_fd)[torch.randperm(len(i_fd), generator=g)[: protocol.memorization_max]]
-        hg = torch.Generator().manual_seed(REAL_SEED + 5)
-        hi = splits.heldout[torch.randperm(len(splits.heldout), generator=hg)[: protocol.memorization_max]]
-        memo = memorization(gen_x[gi], real.heldout_images[hi], real.gan_train_images)
-        timing["memorization"] = time.time() - t
+        measured[key] = metric.compute(inputs)
+        if measured[key] is not None:
+            timing[key] = time.time() - t
 
     timing["total"] = time.time() - t_start
     result = {
@@ -414,11 +562,7 @@ def evaluate_sampler(sampler, evaluator: Evaluator, real: RealData, protocol: Pr
                      "num_heldout": int(len(splits.heldout)),
                      "features": evaluator.header["model"].get("features", "penultimate layer")},
         "dataset": evaluator.dataset,
-        "conditional_accuracy": cond,
-        "gan_train": gan_train,
-        "frechet": frechet,
-        "precision_recall": {"generated": pr_gen, "real": pr_real},
-        "memorization": memo,
+        **measured,
         "timing_s": {k: round(v, 2) for k, v in timing.items()},
         "device": str(evaluator.device),
     }
@@ -427,7 +571,8 @@ def evaluate_sampler(sampler, evaluator: Evaluator, real: RealData, protocol: Pr
 
 
 def targets(r: dict) -> dict:
-    """The quality targets, each with its measured value and whether it is met (None: not measured)."""
+    """The quality targets, each with its measured value and whether it is met (None: not measured): the
+    built-in ones below, then the ``target`` of each registered metric."""
     cond, fd, memo, gt = r["conditional_accuracy"], r["frechet"], r["memorization"], r["gan_train"]
     per = [v for v in cond["per_class_ratio"].values() if v is not None]
     out = {
@@ -449,6 +594,14 @@ def targets(r: dict) -> dict:
                                         "met": bool(memo["generated_near_copy_fraction"] <= limit)}
     else:
         out["memorization<=heldout"] = {"value": None, "met": None}
+    for key, metric in METRICS.items():
+        if metric.target is None:
+            continue
+        field, op, bound = metric.target
+        v = (r.get(key) or {}).get(field)
+        measured = isinstance(v, (int, float)) and math.isfinite(v)
+        out[metric.target_name(key)] = {"value": v if measured else None, "bound": bound,
+                                        "met": (v >= bound if op == ">=" else v <= bound) if measured else None}
     return out
 
 
@@ -508,8 +661,7 @@ def _f(x, fmt="{:.4f}"):
 
 
 def format_report(r: dict) -> str:
-    p, cond, fd, pr, gt, memo = (r["protocol"], r["conditional_accuracy"], r["frechet"], r["precision_recall"],
-                                 r["gan_train"], r["memorization"])
+    p, cond, fd, gt = r["protocol"], r["conditional_accuracy"], r["frechet"], r["gan_train"]
     ck = r.get("checkpoint", {})
     lines = [f"evaluation of {ck.get('folder', 'an in-memory sampler')} (step {ck.get('step', '-')}, "
              f"{ck.get('arch', '-')}) on {r['dataset']}: {p['name']} protocol",
@@ -532,28 +684,10 @@ def format_report(r: dict) -> str:
     def row(name, g, rl, ratio, fmt="{:.4f}"):
         lines.append(f"{name:<34}{_f(g, fmt):>12}{_f(rl, fmt):>12}{_f(ratio, '{:.3f}'):>9}")
 
-    row("conditional accuracy (balanced)", cond["generated"]["balanced_accuracy"],
-        cond["real_heldout"]["balanced_accuracy"], cond["ratio"])
-    row(f"  worst class ({cond['worst_class']['class']})",
-        cond["generated"]["per_class"][cond["worst_class"]["class"]],
-        cond["real_heldout"]["per_class"][cond["worst_class"]["class"]], cond["worst_class"]["ratio"])
-    if gt:
-        ref = gt["real_train_reference"]
-        row("GAN-train accuracy (vs real-train)", gt["accuracy"], ref["accuracy"] if ref else None,
-            gt["ratio_to_reference"])
-        row("  class-balanced", gt["balanced_accuracy"], ref["balanced_accuracy"] if ref else None,
-            _ratio(gt["balanced_accuracy"], ref["balanced_accuracy"]) if ref else None)
-    row("Frechet distance (vs floor)", fd["generated"], fd["floor"], fd["ratio"], "{:.3f}")
-    row("  per class, worst ratio", None, None, fd["per_class_max_ratio"])
-    row("precision (vs real-real)", pr["generated"]["precision"], pr["real"]["precision"],
-        _ratio(pr["generated"]["precision"], pr["real"]["precision"]))
-    row("recall (vs real-real)", pr["generated"]["recall"], pr["real"]["recall"],
-        _ratio(pr["generated"]["recall"], pr["real"]["recall"]))
-    if memo:
-        row("memorization: median NN dist", memo["generated_median"], memo["heldout_median"], memo["median_ratio"],
-            "{:.3f}")
-        row(f"  near copies (<= {memo['copy_threshold']:.2f})", memo["generated_near_copy_fraction"],
-            memo["heldout_near_copy_fraction"], None)
+    for key, metric in METRICS.items():
+        if r.get(key):  # None: not measured this time (or a metric added after these results were written)
+            for cells in metric.rows(r[key]):
+                row(*cells)
 
     lines += ["", f"{'class':<13} {'real acc':>8} {'gen acc':>8} {'ratio':>7} {'GAN-tr':>7} {'FD':>8} {'floor':>8} "
                   f"{'FD/fl':>7} {'n':>5}"]

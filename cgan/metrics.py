@@ -9,6 +9,8 @@
 Distances are computed in chunks with matrix products (``|a|^2 + |b|^2 - 2 a.b``), so 10k x 10k sets of
 128-d features take about a second on a CPU and memory stays bounded whatever the set sizes. scipy is not
 a dependency: the matrix square root of FID is done with ``torch.linalg.eigh`` in float64.
+
+Which of them an evaluation runs, on which images, and how each is reported: ``cgan.evaluate.METRICS``.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .checkpoints import CheckpointError, generator_file, read_meta, resolve_checkpoint, tensor_header
+from .evaluate import METRICS
 
 RESULTS_FILE = "evaluation.json"
 CARD_FILE = "MODEL_CARD.md"
@@ -43,34 +44,69 @@ def _num(x, fmt="{:.3f}") -> str:
     return "n/a" if x is None else fmt.format(x)
 
 
+# The table rows of the metrics that show more than generated / real / ratio, by their key in METRICS
+# (cgan/evaluate.py). Each gets the metric's stored dict, or None when it is missing: the optional ones
+# then show nothing, the others fail and the card says the results are not in cgan.evaluate's format.
+def _conditional_rows(cond) -> list[str]:
+    return [f"| conditional accuracy (class-balanced) | {_pct(cond['generated']['balanced_accuracy'])} | "
+            f"{_pct(cond['real_heldout']['balanced_accuracy'])} (evaluator on held-out real) | "
+            f"ratio {_num(cond['ratio'])} |",
+            f"| worst class ratio | {_num(cond['worst_class']['ratio'])} (class {cond['worst_class']['class']}) | | |"]
+
+
+def _gan_train_rows(gt) -> list[str]:
+    if not gt:
+        return []
+    ref = gt.get("real_train_reference") or {}
+    return [f"| GAN-train accuracy (classifier trained on generated, tested on real) | "
+            f"{_pct(gt['accuracy'])} | {_pct(ref.get('accuracy'))} (same recipe on real) | |"]
+
+
+def _frechet_rows(fd) -> list[str]:
+    return [f"| Fréchet distance (evaluator features) | {_num(fd['generated'], '{:.2f}')} | "
+            f"{_num(fd['floor'], '{:.2f}')} (real vs real floor) | ratio {_num(fd['ratio'], '{:.2f}')}; "
+            f"worst class ratio {_num(fd.get('per_class_max_ratio'), '{:.2f}')} |"]
+
+
+def _precision_recall_rows(pr) -> list[str]:
+    return [f"| precision / recall (k-NN) | {_num(pr['generated']['precision'])} / "
+            f"{_num(pr['generated']['recall'])} | {_num(pr['real']['precision'])} / "
+            f"{_num(pr['real']['recall'])} | |"]
+
+
+def _memorization_rows(memo) -> list[str]:
+    if not memo:
+        return []
+    return [f"| memorization: near copies of training images | {_pct(memo['generated_near_copy_fraction'])} | "
+            f"{_pct(memo['heldout_near_copy_fraction'])} (held-out real) | |"]
+
+
+CARD_ROWS = {"conditional_accuracy": _conditional_rows, "gan_train": _gan_train_rows, "frechet": _frechet_rows,
+             "precision_recall": _precision_recall_rows, "memorization": _memorization_rows}
+
+
+def metric_rows(key: str, metric, entry) -> list[str]:
+    """A metric's rows in the card's table: its own (CARD_ROWS), else the simple row of its registry entry
+    (label, generated, real, ratio), or nothing when these results do not hold it (measured before it
+    was added, or not measured this time)."""
+    if key in CARD_ROWS:
+        return CARD_ROWS[key](entry)
+    if not isinstance(entry, dict):
+        return []
+    return [f"| {metric.label} | {_num(entry.get('generated'), metric.fmt)} | "
+            f"{_num(entry.get('real'), metric.fmt)} | ratio {_num(entry.get('ratio'))} |"]
+
+
 def metrics_section(results: dict) -> list[str]:
     lines = []
     for name in ("full", "quick"):
         r = results.get(name)
         if not r:
             continue
-        cond, gt, fd, pr, memo = (r["conditional_accuracy"], r.get("gan_train"), r["frechet"],
-                                  r["precision_recall"], r.get("memorization"))
         lines += [f"### Evaluation, {name} protocol (`python -m cgan.evaluate`{' --quick' if name == 'quick' else ''})",
-                  "", "| metric | generated | real data | |", "|---|---|---|---|",
-                  f"| conditional accuracy (class-balanced) | {_pct(cond['generated']['balanced_accuracy'])} | "
-                  f"{_pct(cond['real_heldout']['balanced_accuracy'])} (evaluator on held-out real) | "
-                  f"ratio {_num(cond['ratio'])} |",
-                  f"| worst class ratio | {_num(cond['worst_class']['ratio'])} (class {cond['worst_class']['class']}) | | |"]
-        if gt:
-            ref = gt.get("real_train_reference") or {}
-            lines.append(f"| GAN-train accuracy (classifier trained on generated, tested on real) | "
-                         f"{_pct(gt['accuracy'])} | {_pct(ref.get('accuracy'))} (same recipe on real) | |")
-        lines += [f"| Fréchet distance (evaluator features) | {_num(fd['generated'], '{:.2f}')} | "
-                  f"{_num(fd['floor'], '{:.2f}')} (real vs real floor) | ratio {_num(fd['ratio'], '{:.2f}')}; "
-                  f"worst class ratio {_num(fd.get('per_class_max_ratio'), '{:.2f}')} |",
-                  f"| precision / recall (k-NN) | {_num(pr['generated']['precision'])} / "
-                  f"{_num(pr['generated']['recall'])} | {_num(pr['real']['precision'])} / "
-                  f"{_num(pr['real']['recall'])} | |"]
-        if memo:
-            lines.append(f"| memorization: near copies of training images | "
-                         f"{_pct(memo['generated_near_copy_fraction'])} | "
-                         f"{_pct(memo['heldout_near_copy_fraction'])} (held-out real) | |")
+                  "", "| metric | generated | real data | |", "|---|---|---|---|"]
+        for key, metric in METRICS.items():
+            lines += metric_rows(key, metric, r.get(key))
         lines += ["", "Targets: " + "; ".join(
             f"{k} {'met' if t['met'] else ('not met' if t['met'] is False else 'not measured')} "
             f"({_num(t['value'], '{:.4f}')})" for k, t in r["targets"].items()), ""]
@@ -124,6 +160,12 @@ def summary_section(results: dict) -> list[str]:
         line = (f"near copies of training images: {_pct(m['value'])} of generated images, against "
                 f"{_pct(m.get('limit'))} for held-out real images")
         (good if m["met"] else weak).append(line)
+    for key, metric in METRICS.items():  # the target of a registered metric (the built-in ones are above)
+        v = t.get(metric.target_name(key)) if metric.target else None
+        if isinstance(v, dict) and v.get("met") is not None:
+            field, op, bound = metric.target
+            (good if v["met"] else weak).append(
+                f"{metric.label}: {field} {_num(v['value'])} (target {op} {bound:g})")
     return (["## In short", ""] + [f"- Good: {x}" for x in good] + [f"- Weak: {x}" for x in weak] + [""])
 
 
@@ -147,6 +189,19 @@ def tolerant(section, results: dict) -> list[str]:
         return section(results)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError):
         return [f"The results in {RESULTS_FILE} are not in the format of `python -m cgan.evaluate`.", ""]
+
+
+def data_line(ds: dict, cfg: dict, split: str) -> str:
+    """Which data: a built-in dataset and split, or your own images (folder name, preprocessing, what was
+    held out; never the full local path, which says more about the trainer's machine than the data)."""
+    if ds.get("name") != "folder":
+        return f"{md(ds['name'])} ({split} split)"
+    part = {"train": "the training part", "test": "the held-out part", "all": "all"}.get(split, md(split))
+    held = cfg.get("holdout_fraction")
+    held = f"; {held:.0%} per class held out for evaluation" if isinstance(held, (int, float)) and split == "train" else ""
+    size, channels = cfg.get("image_size"), cfg.get("channels")
+    return (f"your own images, {md(ds.get('title') or 'a folder')} ({part}{held}; resized and centre-cropped to "
+            f"{md(size)} px, {'grey' if channels == 1 else 'RGB'}; see the run's data_report.txt)")
 
 
 def render(folder: Path, notes: str | None = None) -> str:
@@ -176,7 +231,7 @@ def render(folder: Path, notes: str | None = None) -> str:
         f"images on request. Load it with `cgan.load(\"{folder.name}\")` or explore it with `python app.py`.", "",
         *tolerant(summary_section, results),
         "## Data", "",
-        f"- Dataset: {md(ds['name'])} ({split} split), {_count(ds.get('num_images'))} images, "
+        f"- Dataset: {data_line(ds, cfg, split)}, {_count(ds.get('num_images'))} images, "
         f"{len(meta['class_names'])} classes: {', '.join(md(n) for n in meta['class_names'])}",
         f"- Licence of the data: {md(ds.get('license', 'n/a'))}",
         "- The bundled `real_samples.safetensors` holds a few real images per class from the same split.", "",
