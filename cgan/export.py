@@ -44,6 +44,10 @@ def export(source: str | Path, target: str | Path, data_dir: str | None = None, 
         tensors[REAL_SAMPLES_FILE] = {"images": images, "labels": labels}
     out_meta = {k: v for k, v in meta.items() if k not in ("optimizers", "progress")}
     out_meta["kind"] = "export"
+    # A served folder is shared: the path of your own images on the trainer's machine stays there (the
+    # folder's name is kept, which is what the studio's --data-dir looks for).
+    out_meta["config"] = {k: Path(v).name if k in ("image_folder", "labels_file") and isinstance(v, str) else v
+                          for k, v in meta["config"].items()}
     out_meta["exported_from"] = meta.get("exported_from") or {"step": meta["step"], "checkpoint": folder.name}
     target = Path(target)
     sources = (folder, target) if hub else (target,)  # a Hub folder takes the source's evaluation along

@@ -371,6 +371,8 @@ def test_the_studio_searches_every_training_image_and_shows_hostile_names_safely
     assert folder_train(folder, run, 2) == 0
     served = tmp_path / "served"
     export(run / "checkpoints" / "step-0000002", served / "pets")
+    exported = json.loads((served / "pets" / "checkpoint.json").read_text())
+    assert exported["config"]["image_folder"] == "pets" and str(tmp_path) not in json.dumps(exported)
     card = render(served / "pets")
     assert hostile not in card and "&lt;img" in card and "](http://evil)" not in card
     # with the images' folder as --data-dir: every training image is searched
