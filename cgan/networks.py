@@ -6,7 +6,13 @@ app's class morph); indices are turned into one-hot weights. Internally every la
 starts from a (B, K) float matrix, and "label embedding" layers are linear maps of it, which is exactly
 an embedding table for one-hot input.
 
-Images are in [-1, 1], shape (B, C, H, W), H = W divisible by 4 (28 for the MNIST family, 32 for CIFAR).
+Images are in [-1, 1], shape (B, C, H, W), C = 1 or 3, H = W divisible by 4 (28 for the MNIST family, 32
+for CIFAR, 64 for a folder of your own images). The convolutional networks (sngan, dcgan) resample by 2 per
+stage: two stages below 64 px (a 28 px generator starts from 7x7), three from 64 px on when the size is
+divisible by 8 (a 64 px generator starts from 8x8); see ``conv_stages``. The third stage is made of extra,
+separately named modules (``extra`` in the generators, ``stem`` in the discriminators) that exist only at
+those sizes, so every network below 64 px has exactly the parameters, names and arithmetic it always had
+and checkpoints trained before 64 px support load bit for bit. The MLP networks work at any size.
 """
 from __future__ import annotations
 
@@ -23,6 +29,16 @@ def class_weights(y: torch.Tensor, num_classes: int, dtype=torch.float32) -> tor
         return y.to(dtype)
     # Not F.one_hot: on CUDA it checks the label range, which forces a device sync every call.
     return (y[:, None] == torch.arange(num_classes, device=y.device)).to(dtype)
+
+
+EXTRA_STAGE_MIN_SIZE = 64             # from this image size on, the conv networks have a third stage
+
+
+def conv_stages(size: int) -> int:
+    """How many factor-2 resampling stages the conv generators and discriminators use for ``size`` px:
+    3 from EXTRA_STAGE_MIN_SIZE px on when size is divisible by 8 (64 px: 8x8 -> 64x64), else 2 (28 px:
+    7x7 -> 28x28; 32 px: 8x8 -> 32x32). The generator starts from size / 2**stages pixels."""
+    return 3 if size >= EXTRA_STAGE_MIN_SIZE and size % 8 == 0 else 2
 
 
 def dcgan_init(module: nn.Module) -> None:
@@ -78,41 +94,62 @@ class MLPDiscriminator(nn.Module):
 # ----------------------------------------------------------------------------- dcgan (tutorial conv CGAN)
 
 class DCGANGenerator(nn.Module):
-    """Dense -> reshape -> transposed convs with batch norm and leaky ReLU -> tanh."""
+    """Dense -> reshape -> transposed convs with batch norm and leaky ReLU -> tanh.
+
+    From 64 px (``conv_stages``) one more transposed conv at 2w channels (``extra``) comes first, at the
+    lowest resolution: 8x8 -> 16x16, then ``up`` as below 64 px."""
 
     def __init__(self, z_dim: int, num_classes: int, channels: int, size: int, width: int = 64):
         super().__init__()
-        self.num_classes, self.base, self.width = num_classes, size // 4, width
+        stages = conv_stages(size)
+        self.num_classes, self.base, self.width = num_classes, size // 2 ** stages, width
         self.fc = nn.Sequential(nn.Linear(z_dim + num_classes, 2 * width * self.base ** 2, bias=False),
                                 nn.BatchNorm1d(2 * width * self.base ** 2), nn.LeakyReLU(0.2))
         self.up = nn.Sequential(
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.LeakyReLU(0.2),
             nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh(),
         )
+        self.extra = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width),
+            nn.LeakyReLU(0.2),
+        ) if stages == 3 else None
         dcgan_init(self)
 
     def forward(self, z, y):
         h = self.fc(torch.cat([z, class_weights(y, self.num_classes, z.dtype)], dim=1))
-        return self.up(h.view(-1, 2 * self.width, self.base, self.base))
+        h = h.view(-1, 2 * self.width, self.base, self.base)
+        if self.extra is not None:
+            h = self.extra(h)
+        return self.up(h)
 
 
 class DCGANDiscriminator(nn.Module):
-    """Strided convs over the image with the one-hot label broadcast as extra input channels."""
+    """Strided convs over the image with the one-hot label broadcast as extra input channels.
+
+    From 64 px (``conv_stages``) a strided conv to w channels (``stem``) sees image and label planes first,
+    at full resolution (64x64 -> 32x32), and ``net`` continues from its w channels."""
 
     def __init__(self, num_classes: int, channels: int, size: int, width: int = 64):
         super().__init__()
+        stages = conv_stages(size)
         self.num_classes = num_classes
+        inputs = channels + num_classes if stages == 2 else width
         self.net = nn.Sequential(
-            nn.Conv2d(channels + num_classes, width, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(inputs, width, 4, 2, 1), nn.LeakyReLU(0.2),
             nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(2 * width * (size // 4) ** 2, 1),
+            nn.Flatten(), nn.Linear(2 * width * (size // 2 ** stages) ** 2, 1),
         )
+        self.stem = nn.Sequential(nn.Conv2d(channels + num_classes, width, 4, 2, 1), nn.LeakyReLU(0.2)) \
+            if stages == 3 else None
         dcgan_init(self)
 
     def forward(self, x, y):
         onehot = class_weights(y, self.num_classes, x.dtype)
         planes = onehot[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
-        return self.net(torch.cat([x, planes], dim=1)).squeeze(1)
+        h = torch.cat([x, planes], dim=1)
+        if self.stem is not None:
+            h = self.stem(h)
+        return self.net(h).squeeze(1)
 
 
 # ----------------------------------------------------------------------------- sngan (the default)
@@ -133,16 +170,32 @@ class ConditionalBatchNorm2d(nn.Module):
         return self.bn(x) * gain[:, :, None, None] + self.bias(c)[:, :, None, None]
 
 
+class SNGANUpStage(nn.Module):
+    """Class-conditional BN, ReLU, nearest upsampling by 2, 3x3 conv: the 64 px generator's extra stage."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_classes: int):
+        super().__init__()
+        self.bn = ConditionalBatchNorm2d(in_channels, num_classes)
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, 1, 1)
+
+    def forward(self, h, c):
+        return self.conv(F.interpolate(F.relu(self.bn(h, c)), scale_factor=2, mode="nearest"))
+
+
 class SNGANGenerator(nn.Module):
     """z -> dense 4w x (S/4)^2 -> conv -> [upsample, conv] x 2 -> conv -> tanh, class-conditional BN.
 
     Nearest upsampling + 3x3 convs instead of transposed convs (no checkerboard artefacts). Deliberately
     small (width 32: about 36 MMAC per 28x28 image) so a 10x10 grid renders in tens of ms on 2 CPU cores.
+    From 64 px (``conv_stages``) the dense layer makes (S/8)^2 and one more [upsample, conv] at w channels
+    (``extra``) comes last, at the highest resolution, where it is cheapest (width 32: about 90 MMAC per
+    64x64 image).
     """
 
     def __init__(self, z_dim: int, num_classes: int, channels: int, size: int, width: int = 32):
         super().__init__()
-        self.num_classes, self.base, self.width = num_classes, size // 4, width
+        stages = conv_stages(size)
+        self.num_classes, self.base, self.width = num_classes, size // 2 ** stages, width
         c4, c2, c1 = 4 * width, 2 * width, width
         self.fc = nn.Linear(z_dim, c4 * self.base ** 2)
         self.bn0 = ConditionalBatchNorm2d(c4, num_classes)
@@ -153,6 +206,7 @@ class SNGANGenerator(nn.Module):
         self.conv2 = nn.Conv2d(c2, c1, 3, 1, 1)
         self.bn3 = ConditionalBatchNorm2d(c1, num_classes)
         self.out = nn.Conv2d(c1, channels, 3, 1, 1)
+        self.extra = SNGANUpStage(c1, c1, num_classes) if stages == 3 else None
 
     def forward(self, z, y):
         c = class_weights(y, self.num_classes, z.dtype)
@@ -160,21 +214,28 @@ class SNGANGenerator(nn.Module):
         h = self.conv0(F.relu(self.bn0(h, c)))
         h = F.interpolate(F.relu(self.bn1(h, c)), scale_factor=2, mode="nearest")
         h = F.interpolate(F.relu(self.bn2(self.conv1(h), c)), scale_factor=2, mode="nearest")
-        h = F.relu(self.bn3(self.conv2(h), c))
+        h = self.conv2(h)
+        if self.extra is not None:
+            h = self.extra(h, c)
+        h = F.relu(self.bn3(h, c))
         return torch.tanh(self.out(h))
 
 
 class SNGANDiscriminator(nn.Module):
     """Spectrally normalised convs, global sum pooling and a projection head (Miyato & Koyama 2018):
-    logit = w . h + <embed(y), h>, so the label is compared with what the image looks like."""
+    logit = w . h + <embed(y), h>, so the label is compared with what the image looks like.
+
+    From 64 px (``conv_stages``) a strided conv to w channels (``stem``) comes first, at full resolution
+    (64x64 -> 32x32), and ``features`` continues from its w channels."""
 
     def __init__(self, num_classes: int, channels: int, size: int, width: int = 64):
         super().__init__()
+        stages = conv_stages(size)
         self.num_classes = num_classes
         c1, c2, c4 = width, 2 * width, 4 * width
         act = nn.LeakyReLU(0.2)
         self.features = nn.Sequential(
-            spectral_norm(nn.Conv2d(channels, c1, 3, 1, 1)), act,
+            spectral_norm(nn.Conv2d(channels if stages == 2 else c1, c1, 3, 1, 1)), act,
             spectral_norm(nn.Conv2d(c1, c2, 4, 2, 1)), act,
             spectral_norm(nn.Conv2d(c2, c2, 3, 1, 1)), act,
             spectral_norm(nn.Conv2d(c2, c4, 4, 2, 1)), act,
@@ -182,9 +243,10 @@ class SNGANDiscriminator(nn.Module):
         )
         self.linear = spectral_norm(nn.Linear(c4, 1))
         self.embed = spectral_norm(nn.Linear(num_classes, c4, bias=False))
+        self.stem = nn.Sequential(spectral_norm(nn.Conv2d(channels, c1, 4, 2, 1)), act) if stages == 3 else None
 
     def forward(self, x, y):
-        h = self.features(x).sum(dim=(2, 3))
+        h = self.features(x if self.stem is None else self.stem(x)).sum(dim=(2, 3))
         c = class_weights(y, self.num_classes, h.dtype)
         return self.linear(h).squeeze(1) + (self.embed(c) * h).sum(dim=1)
 

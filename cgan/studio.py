@@ -52,7 +52,7 @@ ALL_CLASSES = "All classes"
 MAX_SEED = 2**31 - 1             # the studio's seeds (page, API, links): what a person types, and what a browser's
                                  # numbers hold exactly; the library (cgan.sample, Sampler) takes numpy's 0..2**63-1
 SEED_SLIDER_MAX = 999            # the slider's convenient range; the number box takes any seed
-MAX_GRID = 10                    # rows and columns
+MAX_GRID = 10                    # rows and columns (a one-class grid of large images holds fewer: grid_limit)
 MIN_FRAMES, MAX_FRAMES = 2, 48
 MAX_SCALE = 8
 MAX_SIDE = 4096                  # the display scale is lowered so no PNG side exceeds this many pixels
@@ -254,6 +254,8 @@ def safe_card(text: str) -> str:
 CLASS_PAGE = 16                   # classes per page of an overview ("Classes 17-32"), for checkpoints with more
 MAX_OVERVIEW = 64                 # "All classes" is offered up to this many classes (one row each)
 MAX_GENERATED_PIXELS = 2_000_000  # model work per request: images generated x pixels per image
+MAX_GRID_PIXELS = 50 * 64 * 64    # pixels of one one-class grid: 100 images up to 45 px, 50 (5 generator blocks)
+                                  # at 64 px, so the grid stays within its 150 ms target (bench/bench_studio64.py)
 MAX_GIF_PIXELS = 24_000_000       # all frames of one GIF together, after scaling
 MIN_GIF_SIDE = 256                # a GIF is enlarged to at least this many pixels: the animation is the fun part
 LABEL_ROOM = 200                  # pixels of width kept for the row labels of an overview
@@ -266,6 +268,28 @@ def class_pages(k: int) -> list[str]:
     if k > CLASS_PAGE:
         pages += [f"Classes {a + 1}-{min(a + CLASS_PAGE, k)}" for a in range(0, k, CLASS_PAGE)]
     return pages
+
+
+def grid_limit(size: int) -> int:
+    """The most images a one-class grid of size x size px images may hold: MAX_GRID x MAX_GRID (100) up to
+    45 px (so 28 and 32 px as always), fewer for larger images (50 at 64 px) to keep the grid's latency."""
+    return max(1, min(MAX_GRID * MAX_GRID, MAX_GRID_PIXELS // (size * size)))
+
+
+def check_grid(rows: int, cols: int, size: int) -> None:
+    """Refuse a one-class grid of more images than grid_limit(size), saying what to ask for instead."""
+    limit = grid_limit(size)
+    if rows * cols > limit:
+        def shape(r: int, c: int) -> str:
+            return f"{r} row{'s' * (r != 1)} and {c} column{'s' * (c != 1)}"
+
+        side = math.isqrt(limit)
+        ideas = [shape(rows, limit // rows)] if limit >= rows else []  # same rows, fewer columns
+        if not (side == rows and limit >= rows):
+            ideas.append(shape(side, limit // side))  # or the largest square-ish grid
+        raise InputError(f"this grid would show {rows * cols} images of {size}x{size} px; a grid of images this "
+                         f"large shows at most {limit}: ask for fewer rows or columns, for example "
+                         f"{' or '.join(ideas)}")
 
 
 def check_budget(images: int, image_pixels: int, what: str, fewer: str) -> None:
@@ -563,6 +587,8 @@ class Studio:
             what = f"{overview}, images 0-{cols - 1}"
         else:
             what = f"class {quoted(s.class_names[classes[0]])}, images 0-{rows * cols - 1} in reading order"
+        if not overview:
+            check_grid(rows, cols, size)
         fewer = "ask for fewer columns or rows, or one class"
         check_budget(rows * cols, size * size, "this grid", fewer)
         check_side(grid_shape(rows, cols, size), "this grid", fewer)
@@ -593,6 +619,8 @@ class Studio:
         psi, scale = check_view(truncation, scale)
         x, y = check_int(x, "x", 0, 10**6), check_int(y, "y", 0, 10**6)
         size = s.meta["image"]["size"]
+        if not overview:
+            check_grid(rows, cols, size)
         rows = len(classes) if overview else rows
         used, labels = self._grid_scale(s, classes, overview, grid_shape(rows, cols, size), scale)
         x -= label_width(labels, used) if labels else 0
