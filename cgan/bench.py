@@ -54,7 +54,8 @@ def time_trainer(cfg: TrainConfig, dataset: Dataset, device: torch.device, steps
     images = steps * cfg.batch_size * cfg.d_steps
     return {"arch": cfg.arch, "loader": cfg.loader, "workers": cfg.workers, "compile": cfg.compile,
             "compile_mode": cfg.compile_mode if cfg.compile else None,
-            "amp": cfg.amp, "batch_size": cfg.batch_size, "steps": steps, "seconds": round(seconds, 4),
+            "amp": cfg.amp, "channels_last": cfg.channels_last, "batch_size": cfg.batch_size, "steps": steps,
+            "seconds": round(seconds, 4),
             "images_per_s": round(images / seconds, 1), "warmup_s": round(warm_s, 2),
             "peak_mem_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None}
 
@@ -171,6 +172,103 @@ def eager_tutorial_mlp(dataset: Dataset, device: torch.device, steps: int, batch
             "images_per_s": round(steps * batch_size / seconds, 1), "warmup_s": None, "peak_mem_mb": None}
 
 
+class TutorialDataset(torch.utils.data.Dataset):
+    """What a tutorial trains from: a torchvision-style dataset that turns each stored image into a PIL
+    image and runs per-image transforms (ToTensor, Normalize) in __getitem__, one Python call per image."""
+
+    def __init__(self, dataset: Dataset):
+        from torchvision import transforms
+
+        self.images, self.labels = dataset.images.numpy(), dataset.labels.numpy()
+        self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        x = self.images[i]
+        img = Image.fromarray(x[0], "L") if x.shape[0] == 1 else Image.fromarray(x.transpose(1, 2, 0), "RGB")
+        return self.transform(img), int(self.labels[i])
+
+
+def tutorial_loop(arch: str, dataset: Dataset, device: torch.device, steps: int, batch_size: int,
+                  workers: int = 0) -> dict:
+    """The naive baseline: the loop a user would write from the tutorials, with this project's networks
+    of ``arch`` (same widths): a TutorialDataset and a shuffling DataLoader, eager fp32, default Adam,
+    separate D passes over real and fake, D gradients computed in the G step, no EMA, no augmentation."""
+    from .losses import discriminator_loss, generator_loss
+    from .networks import build_discriminator, build_generator
+
+    a = ARCHITECTURES[arch]
+    c, s, _ = dataset.image_shape
+    k = dataset.num_classes
+    torch.manual_seed(0)
+    G = build_generator(arch, 128, k, c, s, a.g_width).to(device)
+    D = build_discriminator(arch, k, c, s, a.d_width).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999))
+    loader = torch.utils.data.DataLoader(TutorialDataset(dataset), batch_size=batch_size, shuffle=True,
+                                         drop_last=True, num_workers=workers)
+
+    def run(n):
+        done = 0
+        while done < n:
+            for x, y in loader:
+                x, y = x.to(device), y.to(device)
+                z = torch.randn(len(x), 128, device=device)
+                y_fake = torch.randint(k, (len(x),), device=device)
+                fake = G(z, y_fake)
+                d_loss = discriminator_loss(a.loss, D(x, y), D(fake.detach(), y_fake))
+                opt_d.zero_grad()
+                d_loss.backward()
+                opt_d.step()
+                g_loss = generator_loss(a.loss, D(fake, y_fake))
+                opt_g.zero_grad()
+                g_loss.backward()
+                opt_g.step()
+                done += 1
+                if done == n:
+                    return
+
+    run(3)
+    sync(device)
+    t0 = time.perf_counter()
+    run(steps)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    return {"arch": f"tutorial-{arch}", "loader": "dataloader", "workers": workers, "compile": False, "amp": False,
+            "channels_last": False, "batch_size": batch_size, "steps": steps, "seconds": round(seconds, 4),
+            "images_per_s": round(steps * batch_size / seconds, 1), "warmup_s": None, "peak_mem_mb": None}
+
+
+def precision_variants(archs: list[str], dataset: Dataset, device: torch.device, batch: int, steps: int,
+                       rounds: int) -> list[dict]:
+    """fp32, bf16 autocast, channels_last and both, per architecture, timed in interleaved rounds (so a
+    neighbour's load hits every variant alike); each variant's median images/s over the rounds."""
+    import statistics
+
+    variants = [("fp32", False, False), ("bf16", True, False), ("channels_last", False, True),
+                ("bf16+channels_last", True, True)]
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(rounds):
+        for arch in archs:
+            for name, amp, cl in variants:
+                cfg = replace(TrainConfig(), **recipe(arch, len(dataset)), batch_size=batch, amp=amp, channels_last=cl)
+                r = time_trainer(cfg, dataset, device, steps, warmup=3)
+                times.setdefault((arch, name), []).append(r["images_per_s"])
+    out = []
+    for arch in archs:
+        base = statistics.median(times[(arch, "fp32")])
+        for name, amp, cl in variants:
+            v = statistics.median(times[(arch, name)])
+            out.append({"arch": arch, "variant": name, "amp": amp, "channels_last": cl, "batch_size": batch,
+                        "images_per_s": round(v, 1), "vs_fp32": round(v / base, 3), "rounds": times[(arch, name)]})
+            print(f"{arch:6s} {name:20s} {v:8.1f} img/s  {v / base:5.2f}x fp32", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cgan.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,6 +284,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch.compile mode (default %(default)s: CUDA graphs; or default, max-autotune, ...)")
     p.add_argument("--check-syncs", action="store_true", help="report host-device syncs inside an iteration (CUDA)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="default: on for CUDA")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
+                   help="NHWC convolutions (the training option of the same name)")
+    p.add_argument("--tutorial", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time the naive baseline, the tutorial loop (torchvision-style dataset with per-image "
+                        "transforms, DataLoader, eager fp32), for each architecture")
+    p.add_argument("--precision-variants", action="store_true",
+                   help="time fp32, bf16, channels_last and both for sngan and dcgan, interleaved (CPU speed)")
+    p.add_argument("--rounds", type=int, default=3, help="--precision-variants: interleaved rounds")
     p.add_argument("--data-dir", default=None, help="real MNIST-format data (default: synthetic images)")
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--split", default="test")
@@ -210,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             # the recipe train.py uses for this architecture and dataset (sngan: DiffAugment on small data)
             cfg = replace(TrainConfig(), **recipe(arch, len(dataset)), batch_size=batch, loader=loader,
                           workers=args.workers if loader == "dataloader" else 0,
-                          amp=cuda if args.amp is None else args.amp,
+                          amp=cuda if args.amp is None else args.amp, channels_last=args.channels_last,
                           compile=cuda if args.compile is None else args.compile, compile_mode=args.compile_mode)
             if args.check_syncs and cuda:
                 check_syncs(cfg, dataset, device)
@@ -222,6 +328,12 @@ def main(argv: list[str] | None = None) -> int:
         r = eager_tutorial_mlp(dataset, device, steps * 4)
         results.append(r)
         print(f"tutorial MLP CGAN, eager reference: {r['images_per_s']:,.0f} img/s", flush=True)
+    for arch in ([] if args.skip_throughput or not args.tutorial else args.archs.split(",")):
+        r = tutorial_loop(arch, dataset, device, steps, batch, workers=args.workers if cuda else 0)
+        results.append(r)
+        print(f"{r['arch']:14s} naive baseline {r['images_per_s']:>9,.0f} img/s", flush=True)
+    variants = precision_variants([a for a in ("sngan", "dcgan") if a in args.archs.split(",")], dataset, device,
+                                  batch, steps, args.rounds) if args.precision_variants else None
     print()
     print(f"{'arch':20s} {'loader':11s} {'batch':>5s} {'img/s':>12s} {'warm-up s':>9s} {'peak MB':>8s}")
     for r in results:
@@ -229,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['warmup_s'] if r['warmup_s'] is not None else '-':>9} {r['peak_mem_mb'] or '-':>8}")
     ttq = None
     if args.time_to_quality:
-        cfg = replace(TrainConfig(), **recipe("sngan", 10_000), batch_size=args.ttq_batch_size,  # MNIST test: 10k amp=cuda if args.amp is None else args.amp,
+        cfg = replace(TrainConfig(), **recipe("sngan", 10_000), batch_size=args.ttq_batch_size,  # MNIST test: 10k
+                      amp=cuda if args.amp is None else args.amp, channels_last=args.channels_last,
                       compile=cuda if args.compile is None else args.compile, compile_mode=args.compile_mode)
         print(f"time-to-quality: sngan, MNIST test split, batch {cfg.batch_size}, evaluation every "
               f"{args.ttq_eval_every} steps", flush=True)
@@ -239,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{ttq['seconds']} s of training (first iteration incl. compile {ttq['first_iteration_s']} s)", flush=True)
     report = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
               "date": time.strftime("%Y-%m-%d"), "dataset": "synthetic" if not args.data_dir else args.dataset,
-              "results": results, "time_to_quality": ttq}
+              "results": results, "precision_variants": variants, "time_to_quality": ttq}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -439,4 +439,11 @@ def load_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, t
         opt.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"{file}: optimiser '{prefix}' state is unusable ({e})") from e
+    # Files hold contiguous tensors; the moments take their parameter's layout back (channels_last
+    # weights): fused Adam walks parameter and moments as one flat buffer each, so layouts must agree.
+    for group in opt.param_groups:
+        for param in group["params"]:
+            for name, value in opt.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                    opt.state[param][name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 

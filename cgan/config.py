@@ -42,7 +42,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     seed: int = 0
     # speed
-    amp: bool = False                    # bf16 autocast (CUDA)
+    amp: bool = False                    # bf16 autocast (CUDA; CPUs with native bf16: --amp)
+    channels_last: bool = False          # NHWC convolutions (with bf16 on CPUs with native bf16: 2.04x sngan)
     compile: bool = False                # torch.compile the models
     compile_mode: str = "default"        # torch.compile mode ("default", "reduce-overhead", ...)
     loader: str = "device"               # "device": dataset on the device; "dataloader": torch DataLoader

@@ -53,6 +53,29 @@ def init(device_request: str) -> tuple[DistInfo, torch.device]:
     return DistInfo(rank, world, local), device
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (x86 "flags", Arm "Features"); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware: CUDA GPUs from Ampere on; CPUs with AVX-512 BF16 or
+    AMX (x86) or the BF16 extension (Arm). Elsewhere oneDNN emulates bf16, which is slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def pick_device(request: str) -> torch.device:
     """'auto' means CUDA, else Apple MPS, else CPU. An explicit device that is missing is an error."""
     if request == "auto":

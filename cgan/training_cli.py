@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "speed, while 1 thread kept its own speed")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on for CUDA)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
+                   help="NHWC convolutions; with --amp on a CPU with native bf16 (AVX-512 BF16, AMX) the default "
+                        "sngan trains 2.04x faster than fp32 (measured on 2 cores: 169 vs 83 images/s)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the models (default: on for CUDA)")
     g.add_argument("--compile-mode", default=None,
@@ -168,7 +171,8 @@ def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSo
         steps=0, batch_size=args.batch_size, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1, beta2=args.beta2,
         d_steps=args.d_steps, label_smoothing=args.label_smoothing, mismatch_weight=args.mismatch_weight,
         augment=augment, ema_decay=args.ema_decay, seed=args.seed,
-        amp=cuda if args.amp is None else args.amp, compile=cuda if args.compile is None else args.compile,
+        amp=cuda if args.amp is None else args.amp, channels_last=args.channels_last,
+        compile=cuda if args.compile is None else args.compile,
         compile_mode=args.compile_mode or ("reduce-overhead" if cuda else "default"),
         loader=args.loader, workers=args.workers, log_every=args.log_every, sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every, keep=args.keep)
@@ -397,6 +401,14 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
               f"{dataset.num_classes} classes) | device {device} x{dist_info.world_size} | "
               f"{cfg.steps:,} steps of batch {cfg.batch_size} | run folder {run_dir}"
               + (f" | resuming from {resume_from.name}" if resume_from else ""), file=sys.stderr)
+        if device.type == "cpu" and not args.resume and cfg.arch != "mlp":
+            native = distributed.native_bf16(device)
+            if native and not cfg.amp:
+                print("hint: this CPU computes bf16 natively: --amp --channels-last trains the conv architectures "
+                      "1.4-2x faster (README, Speed)", file=sys.stderr)
+            elif cfg.amp and not native:
+                print("warning: this CPU has no native bf16 (AVX-512 BF16 or AMX): --amp emulates it, which is "
+                      "usually slower than fp32", file=sys.stderr)
     control = RunControl(step=meta["step"] if resume_from is not None else 0)
     main_process = dist_info.is_main
     if main_process:  # from here on this process owns the run folder's status

@@ -47,3 +47,56 @@ def test_compiled_steps_match_eager(mnist_dir):
         torch.testing.assert_close(lc, le, rtol=1e-4, atol=1e-5)
     for (name, pe), pc in zip(eager.G.state_dict().items(), compiled.G.state_dict().values()):
         torch.testing.assert_close(pc, pe, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_channels_last_and_bf16_train_close_to_fp32_and_resume_bitwise(tmp_path, mnist_dir):
+    """channels_last only changes the memory layout: the same losses as NCHW up to float rounding; with
+    bf16 autocast too, close; and a channels_last + bf16 run resumed from its checkpoint is bitwise the
+    run that never stopped."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from cgan.training_cli import main as train
+
+    ds = load_dataset("mnist", "train", mnist_dir)
+    cfg = TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=3, augment="translation,cutout")
+    plain, nhwc = Trainer(cfg, ds, CPU), Trainer(replace(cfg, channels_last=True), ds, CPU)
+    assert nhwc.G.conv0.weight.is_contiguous(memory_format=torch.channels_last)
+    for _ in range(3):
+        a, b = plain.iteration(), nhwc.iteration()
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), (a, b)
+    fast = Trainer(replace(cfg, channels_last=True, amp=True), ds, CPU)
+    plain = Trainer(cfg, ds, CPU)
+    a, b = plain.iteration(), fast.iteration()
+    assert torch.allclose(a, b, rtol=0.1, atol=0.05), (a, b)
+
+    base = ["--dataset", "mnist", "--data-dir", str(mnist_dir), "--g-width", "8", "--d-width", "8", "--z-dim", "16",
+            "--batch-size", "16", "--no-progress", "--checkpoint-every", "2", "--amp", "--channels-last"]
+    assert train([*base, "--steps", "4", "--out", str(tmp_path / "straight")]) == 0
+    assert train([*base, "--steps", "2", "--out", str(tmp_path / "resumed")]) == 0
+    assert train(["--resume", str(tmp_path / "resumed"), "--steps", "4", "--data-dir", str(mnist_dir), "--no-progress"]) == 0
+    meta = json.loads((tmp_path / "resumed" / "checkpoints" / "step-0000004" / "checkpoint.json").read_text())
+    assert meta["config"]["channels_last"] is True and meta["config"]["amp"] is True
+    for name in ("training_state.safetensors", "generator.safetensors"):
+        x = load_file(str(tmp_path / "straight" / "checkpoints" / "step-0000004" / name))
+        y = load_file(str(tmp_path / "resumed" / "checkpoints" / "step-0000004" / name))
+        assert all(torch.equal(x[k], y[k]) for k in x), name
+
+
+def test_the_benchmark_times_the_naive_baseline_and_the_precision_variants(tmp_path, capsys):
+    """`python -m cgan.bench` on synthetic data, tiny: every row it promises is there and positive."""
+    import json
+
+    from cgan.bench import main as bench
+
+    out = tmp_path / "bench.json"
+    assert bench(["--device", "cpu", "--archs", "dcgan,mlp", "--loaders", "device", "--steps", "2", "--warmup", "1",
+                  "--precision-variants", "--rounds", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = {r["arch"]: r for r in report["results"]}
+    assert {"dcgan", "mlp", "tutorial-dcgan", "tutorial-mlp", "tutorial-mlp-eager"} <= set(rows)
+    assert all(r["images_per_s"] > 0 for r in report["results"])
+    assert [v["variant"] for v in report["precision_variants"]] == ["fp32", "bf16", "channels_last",
+                                                                     "bf16+channels_last"]
+    assert "naive baseline" in capsys.readouterr().out
