@@ -123,6 +123,26 @@ def time_to_quality(data_dir: str, evaluator_path: str, device: torch.device, cf
             "amp": cfg.amp, "protocol": protocol.name, "cond_target": cond_target, "gan_train_target": gan_train_target, "checks": checks}
 
 
+def time_loop(loader, one_step, steps: int, warmup: int, device: torch.device) -> float:
+    """Seconds for ``steps`` calls of ``one_step(x, y)`` on batches from ``loader`` (cycled, moved to
+    ``device``), after ``warmup`` untimed ones: how a hand-written training loop is timed."""
+    def run(n: int) -> None:
+        done = 0
+        while done < n:
+            for x, y in loader:
+                one_step(x.to(device), y.to(device))
+                done += 1
+                if done == n:
+                    return
+
+    run(warmup)
+    sync(device)
+    t0 = time.perf_counter()
+    run(steps)
+    sync(device)
+    return time.perf_counter() - t0
+
+
 def eager_tutorial_mlp(dataset: Dataset, device: torch.device, steps: int, batch_size: int = 64,
                        z_dim: int = 128, width: int = 256) -> dict:
     """The tutorial MLP CGAN written the straightforward way: embedding-free one-hot concat, sigmoid +
@@ -141,32 +161,20 @@ def eager_tutorial_mlp(dataset: Dataset, device: torch.device, steps: int, batch
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=True)
     eye = torch.eye(k, device=device)
 
-    def run(n):
-        done = 0
-        while done < n:
-            for x, y in loader:
-                x, y = x.to(device), y.to(device)
-                ones, zeros = torch.ones(len(x), 1, device=device), torch.zeros(len(x), 1, device=device)
-                z = torch.randn(len(x), z_dim, device=device)
-                fake = G(torch.cat([z, eye[y]], 1))
-                d_loss = bce(D(torch.cat([x, eye[y]], 1)), ones) + bce(D(torch.cat([fake.detach(), eye[y]], 1)), zeros)
-                opt_d.zero_grad()
-                d_loss.backward()
-                opt_d.step()
-                g_loss = bce(D(torch.cat([fake, eye[y]], 1)), ones)
-                opt_g.zero_grad()
-                g_loss.backward()
-                opt_g.step()
-                done += 1
-                if done == n:
-                    return
+    def one_step(x, y):
+        ones, zeros = torch.ones(len(x), 1, device=device), torch.zeros(len(x), 1, device=device)
+        z = torch.randn(len(x), z_dim, device=device)
+        fake = G(torch.cat([z, eye[y]], 1))
+        d_loss = bce(D(torch.cat([x, eye[y]], 1)), ones) + bce(D(torch.cat([fake.detach(), eye[y]], 1)), zeros)
+        opt_d.zero_grad()
+        d_loss.backward()
+        opt_d.step()
+        g_loss = bce(D(torch.cat([fake, eye[y]], 1)), ones)
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
 
-    run(10)
-    sync(device)
-    t0 = time.perf_counter()
-    run(steps)
-    sync(device)
-    seconds = time.perf_counter() - t0
+    seconds = time_loop(loader, one_step, steps, 10, device)
     return {"arch": "tutorial-mlp-eager", "loader": "dataloader", "workers": 0, "compile": False, "amp": False,
             "batch_size": batch_size, "steps": steps, "seconds": round(seconds, 4),
             "images_per_s": round(steps * batch_size / seconds, 1), "warmup_s": None, "peak_mem_mb": None}
@@ -212,32 +220,20 @@ def tutorial_loop(arch: str, dataset: Dataset, device: torch.device, steps: int,
     loader = torch.utils.data.DataLoader(TutorialDataset(dataset), batch_size=batch_size, shuffle=True,
                                          drop_last=True, num_workers=workers)
 
-    def run(n):
-        done = 0
-        while done < n:
-            for x, y in loader:
-                x, y = x.to(device), y.to(device)
-                z = torch.randn(len(x), 128, device=device)
-                y_fake = torch.randint(k, (len(x),), device=device)
-                fake = G(z, y_fake)
-                d_loss = discriminator_loss(a.loss, D(x, y), D(fake.detach(), y_fake))
-                opt_d.zero_grad()
-                d_loss.backward()
-                opt_d.step()
-                g_loss = generator_loss(a.loss, D(fake, y_fake))
-                opt_g.zero_grad()
-                g_loss.backward()
-                opt_g.step()
-                done += 1
-                if done == n:
-                    return
+    def one_step(x, y):
+        z = torch.randn(len(x), 128, device=device)
+        y_fake = torch.randint(k, (len(x),), device=device)
+        fake = G(z, y_fake)
+        d_loss = discriminator_loss(a.loss, D(x, y), D(fake.detach(), y_fake))
+        opt_d.zero_grad()
+        d_loss.backward()
+        opt_d.step()
+        g_loss = generator_loss(a.loss, D(fake, y_fake))
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
 
-    run(3)
-    sync(device)
-    t0 = time.perf_counter()
-    run(steps)
-    sync(device)
-    seconds = time.perf_counter() - t0
+    seconds = time_loop(loader, one_step, steps, 3, device)
     return {"arch": f"tutorial-{arch}", "loader": "dataloader", "workers": workers, "compile": False, "amp": False,
             "channels_last": False, "batch_size": batch_size, "steps": steps, "seconds": round(seconds, 4),
             "images_per_s": round(steps * batch_size / seconds, 1), "warmup_s": None, "peak_mem_mb": None}
