@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from .data import DATASETS, EMNIST_SPLITS, SPLITS
+from .image_folder import FOLDER_DATASET
 from .networks import ARCHITECTURES
 from .studio import MAX_SEED, InputError, check_choice, check_int, show
 
@@ -54,26 +55,32 @@ class Launcher:
     def command(self, dataset, data_dir, split, emnist_split, arch, steps, batch_size, device, seed,
                 name=None) -> tuple[list[str], str]:
         """The argument list for train.py from the form's fields, every one validated. Returns (argv, run name)."""
-        dataset = check_choice(dataset, "dataset", DATASETS)
+        dataset = check_choice(dataset, "dataset", [*DATASETS, FOLDER_DATASET])
         split = check_choice(split, "split", SPLITS)
         arch = check_choice(arch, "architecture", ARCHITECTURES)
         device = check_choice(device, "device", DEVICES)
         steps = check_int(steps, "steps", 1, MAX_STEPS)
         batch_size = check_int(batch_size, "batch size", 1, MAX_BATCH)
         seed = check_int(seed, "seed", 0, MAX_SEED)
-        argv = [sys.executable, str(self.script), "--dataset", dataset, "--split", split, "--arch", arch,
+        argv = [sys.executable, str(self.script), "--split", split, "--arch", arch,
                 "--steps", str(steps), "--batch-size", str(batch_size), "--device", device, "--seed", str(seed),
                 "--no-progress"]
         if dataset == "emnist":
             argv += ["--emnist-split", check_choice(emnist_split or "balanced", "EMNIST split", EMNIST_SPLITS)]
+        if dataset == FOLDER_DATASET and data_dir in (None, ""):
+            raise InputError("your own images: type the folder that holds them (one subfolder per class) as the "
+                             "data folder")
         if data_dir not in (None, ""):
             if not isinstance(data_dir, str) or len(data_dir) > 4096 or "\0" in data_dir:
                 raise InputError(f"data folder must be a folder path, got {show(data_dir)}")
             folder = Path(data_dir).expanduser()
             if not folder.is_dir():
-                raise InputError(f"data folder {show(data_dir)} does not exist; leave it empty to download the "
-                                 f"dataset, or type the folder that holds its official files")
-            argv += ["--data-dir", str(folder.resolve())]
+                raise InputError(f"data folder {show(data_dir)} does not exist; " + (
+                    "type the folder that holds your images (one subfolder per class)" if dataset == FOLDER_DATASET
+                    else "leave it empty to download the dataset, or type the folder that holds its official files"))
+            argv += ["--image-folder" if dataset == FOLDER_DATASET else "--data-dir", str(folder.resolve())]
+        if dataset != FOLDER_DATASET:
+            argv += ["--dataset", dataset]
         if name in (None, ""):
             name = f"{dataset}-{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
         if not isinstance(name, str) or not RUN_NAME.match(name):

@@ -31,6 +31,7 @@ from PIL import Image
 
 from .checkpoints import CheckpointError
 from .data import DATASETS, EMNIST_SPLITS, SPLITS
+from .image_folder import FOLDER_DATASET
 from .launcher import DEVICES, Launcher
 from .networks import ARCHITECTURES
 from .page_state import TAB_NAMES, TABS, defaults, parse, query
@@ -745,12 +746,13 @@ def _train_tab(launcher: Launcher, note: str):
         gr.Markdown("Start a training run on this machine (one at a time). It appears under Training runs at "
                     "once; Stop writes a checkpoint first, so the run can be resumed exactly." + (f"\n\n{note}" if note else ""))
         with gr.Row():
-            t["dataset"] = gr.Dropdown(list(DATASETS), value="mnist", label="Dataset", elem_id="train-dataset")
+            t["dataset"] = gr.Dropdown([(k, k) for k in DATASETS] + [("your own images", FOLDER_DATASET)],
+                                       value="mnist", label="Dataset", elem_id="train-dataset")
             t["split"] = gr.Dropdown(list(SPLITS), value="train", label="Split", elem_id="train-split")
             t["emnist_split"] = gr.Dropdown(list(EMNIST_SPLITS), value="balanced", label="EMNIST split",
                                             elem_id="train-emnist-split")
-        t["data_dir"] = gr.Textbox("", label="Data folder (official files; empty: download)", elem_id="train-data-dir",
-                                   max_lines=1)
+        t["data_dir"] = gr.Textbox("", label="Data folder (official files; empty: download; for your own images: "
+                                   "their folder, one subfolder per class)", elem_id="train-data-dir", max_lines=1)
         with gr.Row():
             t["arch"] = gr.Dropdown(list(ARCHITECTURES), value="sngan", label="Architecture", elem_id="train-arch")
             t["device"] = gr.Dropdown(list(DEVICES), value="auto", label="Device", elem_id="train-device")

@@ -415,3 +415,32 @@ def test_folder_evaluator_and_evaluation(tmp_path, capsys):
     class_image(0, 77, (32, 32), False).save(moved / "circle" / "zzz.png")
     assert evaluate_main([str(ck), "--quick", "--data-dir", str(moved)]) == 2
     assert "not the" in capsys.readouterr().err
+
+
+def test_the_train_form_starts_a_run_on_your_own_images(tmp_path):
+    """The studio's Train form: dataset "your own images" and the data folder is the image folder; the
+    child train.py decodes, trains and finishes, and the Runs tab lists the run."""
+    import time
+
+    from cgan.launcher import Launcher
+    from cgan.run_view import RunView
+    from cgan.studio import InputError
+
+    folder = make_folder(tmp_path / "shapes")
+    launcher = Launcher(tmp_path / "runs")
+    fields = ("folder", str(folder), "train", "balanced", "mlp", "3", "8", "cpu", "0")
+    argv, _ = launcher.command(*fields, "x")
+    assert argv[argv.index("--image-folder") + 1] == str(folder) and "--dataset" not in argv and "--data-dir" not in argv
+    with pytest.raises(InputError, match="type the folder that holds them"):
+        launcher.command("folder", "", *fields[2:], "y")
+    with pytest.raises(InputError, match="type the folder that holds your images"):
+        launcher.command("folder", str(tmp_path / "nowhere"), *fields[2:], "y")
+    name = launcher.start(*fields, "mine")
+    deadline = time.time() + 120
+    while launcher.running():
+        assert time.time() < deadline, launcher.log_tail()
+        time.sleep(0.2)
+    assert launcher.proc.returncode == 0, launcher.log_tail()
+    assert "24 images in 2 classes" in launcher.log_tail(40)
+    row = [r for r in RunView(tmp_path / "runs").table() if r[0] == name][0]
+    assert row[1] == "images from shapes" and "finished" in row[4]
