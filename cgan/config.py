@@ -43,7 +43,7 @@ class TrainConfig:
     seed: int = 0
     # speed
     amp: bool = False                    # bf16 autocast (CUDA; CPUs with native bf16: --amp)
-    channels_last: bool = False          # NHWC convolutions (with bf16 on CPUs with native bf16: 2.04x sngan)
+    channels_last: bool = False          # NHWC convolutions (with bf16 on CPUs with native bf16: 2.13x sngan)
     compile: bool = False                # torch.compile the models
     compile_mode: str = "default"        # torch.compile mode ("default", "reduce-overhead", ...)
     loader: str = "device"               # "device": dataset on the device; "dataloader": torch DataLoader
