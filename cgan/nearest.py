@@ -38,8 +38,15 @@ def own_images(meta: dict, root: Path):
     checkpoint, which a visitor of a hosted studio may have written), and the pixels must be the ones it
     was trained on (the checkpoint's SHA-256)."""
     cfg = meta["config"]
-    named = Path(str(cfg.get("image_folder") or "")).name
-    folder = root / named if named not in ("", ".", "..") and (root / named).is_dir() else root
+    named = Path(str(cfg.get("image_folder") or cfg.get("labels_file") and Path(cfg["labels_file"]).parent or "")).name
+    if named in ("", ".", ".."):
+        raise DatasetError("the checkpoint does not name the folder of its images")
+    if (root / named).is_dir():
+        folder = root / named
+    elif root.name == named:
+        folder = root
+    else:  # never decode some other folder only to find it is not the same data
+        raise DatasetError(f"{root} holds no folder named {named!r}, the folder this model's images were in")
     if cfg.get("labels_file"):
         csv_name = Path(str(cfg["labels_file"])).name
         if csv_name in ("", ".", "..") or not (folder / csv_name).is_file():
