@@ -120,27 +120,31 @@ def _inside(path: Path, root_real: Path) -> bool:
         return False
 
 
-def _walk(root: Path, rel: str, found: list[str], fl: FileList, root_real: Path, seen: set) -> None:
-    """Every regular file under root/rel (recursive), sorted by name; hidden entries, links leading out
-    and special files are skipped into the report. Directory links inside the folder are followed once."""
+def _entries(root: Path, rel: str, fl: FileList, root_real: Path):
+    """(path, stat) of each entry of root/rel, sorted by name. Hidden entries, symbolic links leading out
+    of the folder and entries that cannot be read go to the report instead."""
     try:
         entries = sorted(os.scandir(root / rel), key=lambda e: os.fsencode(e.name))
     except OSError:
-        fl.skip(UNREADABLE, rel)
+        fl.skip(UNREADABLE, rel or ".")
         return
     for e in entries:
         path = f"{rel}/{e.name}" if rel else e.name
         if e.name.startswith("."):
             fl.skip(HIDDEN, path)
-            continue
-        if e.is_symlink() and not _inside(root / path, root_real):
+        elif e.is_symlink() and not _inside(root / path, root_real):
             fl.skip(OUTSIDE, path)
-            continue
-        try:
-            st = os.stat(root / path)
-        except OSError:
-            fl.skip(UNREADABLE, path)
-            continue
+        else:
+            try:
+                yield path, os.stat(root / path)
+            except OSError:
+                fl.skip(UNREADABLE, path)
+
+
+def _walk(root: Path, rel: str, found: list[str], fl: FileList, root_real: Path, seen: set) -> None:
+    """Every regular file under root/rel (recursive), sorted by name; special files go to the report.
+    Directory links inside the folder are followed once."""
+    for path, st in _entries(root, rel, fl, root_real):
         if stat.S_ISDIR(st.st_mode):
             key = (st.st_dev, st.st_ino)
             if key not in seen:  # a link back to a parent would loop
@@ -164,26 +168,23 @@ def scan_folder(root: str | os.PathLike) -> FileList:
     fl = FileList(root, [], [], [])
     seen = {(root.stat().st_dev, root.stat().st_ino)}
     names: dict[str, int] = {}
-    for e in sorted(os.scandir(root), key=lambda e: os.fsencode(e.name)):
-        if e.name.startswith("."):
-            fl.skip(HIDDEN, e.name)
-        elif e.is_symlink() and not _inside(root / e.name, root_real):
-            fl.skip(OUTSIDE, e.name)
-        elif e.is_dir():
+    for name, st in _entries(root, "", fl, root_real):
+        if stat.S_ISDIR(st.st_mode):
+            seen.add((st.st_dev, st.st_ino))
             found, stats_before = [], len(fl.stats)
-            _walk(root, e.name, found, fl, root_real, seen)
+            _walk(root, name, found, fl, root_real, seen)
             if not found:
-                fl.skip("empty class folder", e.name)
+                fl.skip("empty class folder", name)
                 del fl.stats[stats_before:]
                 continue
             label = len(fl.class_names)
-            fl.class_names.append(_unique(display_name(e.name) or f"class {label}", names))
+            fl.class_names.append(_unique(display_name(name) or f"class {label}", names))
             fl.files += found
             fl.labels += [label] * len(found)
-        elif e.is_file():
-            fl.skip(LOOSE, e.name)
+        elif stat.S_ISREG(st.st_mode):
+            fl.skip(LOOSE, name)
         else:
-            fl.skip(NOT_FILE, e.name)
+            fl.skip(NOT_FILE, name)
     return fl
 
 
@@ -600,13 +601,11 @@ def read_folder(src: FolderSource, progress: bool = True, log=None) -> tuple[Fol
     size, channels = choose_defaults(fl, src, progress)
     key = fl.fingerprint(size, channels)
     t = time.perf_counter()
-    cached = _load_cache(key)
+    cached = cached_folder(key)
     if cached is not None:
-        images, labels, keys, info = cached
-        report = info["report"]
-        report["decode"] = {**report.get("decode", {}), "from_cache": True,
-                            "cache_seconds": round(time.perf_counter() - t, 3)}
-        return FolderData(images, labels, keys, list(info["class_names"]), report, key), size, channels
+        cached.report["decode"] = {**cached.report.get("decode", {}), "from_cache": True,
+                                   "cache_seconds": round(time.perf_counter() - t, 3)}
+        return cached, size, channels
     images, index, timing = decode_all(fl, size, channels, progress)
     labels = np.asarray(fl.labels, np.int64)[index]
     keys = np.asarray([path_key(fl.files[i]) for i in index], np.int64)
@@ -628,6 +627,15 @@ def read_folder(src: FolderSource, progress: bool = True, log=None) -> tuple[Fol
         log(f"warning: could not write the decode cache in {cache_root()} ({e}); the next run decodes again")
     return (FolderData(torch.from_numpy(images), torch.from_numpy(labels), torch.from_numpy(keys), class_names,
                        report, key), size, channels)
+
+
+def cached_folder(key: str) -> FolderData | None:
+    """The decoded folder stored under ``key`` in the cache, or None."""
+    cached = _load_cache(key)
+    if cached is None:
+        return None
+    images, labels, keys, info = cached
+    return FolderData(images, labels, keys, list(info["class_names"]), info["report"], key)
 
 
 def folder_title(src: FolderSource) -> str:
@@ -674,15 +682,13 @@ def load_config_data(cfg: dict, split: str | None = None, data_dir=None, progres
         raise DatasetError("the config records no valid image size or channels for its folder dataset")
     here = bool(src.labels_file and Path(src.labels_file).is_file() or
                 not src.labels_file and src.image_folder and Path(src.image_folder).is_dir())
-    cached = _load_cache(expect["fingerprint"]) if not here and expect.get("fingerprint") else None
-    if cached is not None:  # the images are gone from here, but their decoded copy is not
-        images, labels, keys, info = cached
-        data = FolderData(images, labels, keys, list(info["class_names"]), info["report"], expect["fingerprint"])
-    elif not here:
-        raise DatasetError(f"the images of this model were read from {shown_path(src.where)}, which is not here; "
-                           f"pass the folder that holds them now (--image-folder, or --data-dir)")
-    else:
+    if here:
         data, _, _ = read_folder(src, progress)
+    else:  # the images are gone from here, but their decoded copy may not be
+        data = cached_folder(expect["fingerprint"]) if expect.get("fingerprint") else None
+        if data is None:
+            raise DatasetError(f"the images of this model were read from {shown_path(src.where)}, which is not "
+                               f"here; pass the folder that holds them now (--image-folder, or --data-dir)")
     if expect.get("sha256"):
         trained = data.split(expect.get("split", cfg.get("split", "train")), src.holdout_fraction, src.seed)
         if data_fingerprint(data.images[trained], data.labels[trained]) != expect["sha256"]:
