@@ -55,7 +55,8 @@ def runs_root(tmp_path_factory) -> Path:
 def app_url(tiny_root, runs_root):
     """`python app.py` as a user starts it, on a free port given through GRADIO_SERVER_PORT."""
     port = free_port()
-    env = dict(ENV, CGAN_CHECKPOINTS=str(tiny_root), GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port))
+    env = dict(ENV, CGAN_CHECKPOINTS=str(tiny_root), GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
+               CGAN_DATA_CACHE=str(runs_root.parent / "data-cache"))  # runs started from the page decode here
     log = runs_root.parent / "app.log"
     proc, url = start_app([sys.executable, "app.py", "--runs", str(runs_root), "--allow-training"], env, log)
     yield url
@@ -374,6 +375,43 @@ def test_train_form_starts_and_stops_a_run_that_resumes_bitwise(browser, app_url
     b = load_file(latest_checkpoint(tmp_path / "ref") / GENERATOR_FILE)
     assert latest_checkpoint(run).name == latest_checkpoint(tmp_path / "ref").name == f"step-{s + 3:07d}"
     assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_train_form_trains_on_your_own_images_by_keyboard(browser, app_url, runs_root, tmp_path):
+    """Dataset "your own images" chosen and the form filled with the keyboard alone; the run decodes the
+    folder, trains, finishes, and the Runs tab lists it under the folder's name."""
+    from test_image_folder import make_folder
+
+    folder = make_folder(tmp_path / "shapes")
+    page = open_page(browser, app_url)
+    try:
+        open_tab(page, "Train")
+        page.locator("#train-dataset input").first.focus()
+        page.keyboard.press("ControlOrMeta+a")
+        page.keyboard.type("your own")
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("Enter")
+        expect(page.locator("#train-dataset input").first).to_have_value("your own images")
+        for field, value in (("#train-data-dir", str(folder)), ("#train-steps", "3"), ("#train-batch", "8"),
+                             ("#train-name", "ownrun")):
+            box = page.locator(f"{field} textarea, {field} input").first
+            box.focus()
+            page.keyboard.press("ControlOrMeta+a")
+            page.keyboard.type(value)
+        page.locator("#train-start").focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("#train-status")).to_contain_text("Started ownrun")
+        status = runs_root / "ownrun" / "status.json"
+        deadline = time.time() + 180
+        while not (status.is_file() and json.loads(status.read_text())["state"] != "running"):
+            assert time.time() < deadline, "the run did not finish"
+            time.sleep(0.3)
+        assert json.loads(status.read_text())["state"] == "finished"
+        assert "24 images in 2 classes" in (runs_root / "ownrun" / "data_report.txt").read_text()
+        open_tab(page, "Runs")
+        expect(page.locator("#runs-table")).to_contain_text("images from shapes", timeout=30_000)
+    finally:
+        page.close()
 
 
 # ============================================================================= accessibility
