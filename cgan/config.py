@@ -16,6 +16,7 @@ class TrainConfig:
     dataset: str = "mnist"
     split: str = "train"
     emnist_split: str | None = None      # EMNIST only; "balanced" when None
+    balanced_classes: bool = False       # real batches draw every class equally often (rare classes too)
     # your own images (dataset "folder"; see image_folder.py): where they are and how they are prepared
     image_folder: str | None = None      # one subfolder per class
     labels_file: str | None = None       # or a CSV of path,label

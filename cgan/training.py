@@ -91,6 +91,41 @@ class EpochBatches:
         return shard.view(self.per_epoch, self.batch_size)
 
 
+class BalancedBatches(EpochBatches):
+    """Class-balanced batches (``--balanced-classes``): every class is drawn equally often, whatever its
+    share of the data, so a rare class (EMNIST's q beside g) gets as many real examples per step as the
+    common ones. An epoch keeps the plain epoch's number of batches. Epoch e, seeded by (seed, e): the slots
+    of all processes' batches get an equal share of labels each (the remainder to classes picked by the same
+    seed), shuffled; class c's slots take its images in shuffled passes over them (a rare class repeats
+    within an epoch, a common one is subsampled); rank r takes every w-th slot. A pure function of
+    (seed, epoch) like the plain order, so --resume continues it exactly."""
+
+    STREAM = 0xBA1A  # keeps this order's random stream apart from the plain order's
+
+    def __init__(self, labels: torch.Tensor, num_classes: int, batch_size: int, seed: int, rank: int = 0,
+                 world_size: int = 1):
+        super().__init__(len(labels), batch_size, seed, rank, world_size)
+        order = torch.argsort(labels, stable=True)
+        counts = torch.bincount(labels, minlength=num_classes).tolist()
+        starts = np.cumsum([0] + counts[:-1]).tolist()
+        # classes without images (none in the built-in datasets) are never drawn
+        self.by_class = [order[s:s + n] for s, n in zip(starts, counts) if n > 0]
+
+    def epoch(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch, self.STREAM))
+        k, total = len(self.by_class), self.per_epoch * self.batch_size * self.world
+        share = torch.full((k,), total // k, dtype=torch.int64)
+        share[torch.randperm(k, generator=g)[: total % k]] += 1
+        slot_class = torch.repeat_interleave(torch.arange(k), share)[torch.randperm(total, generator=g)]
+        picks = torch.empty(total, dtype=torch.int64)
+        for c, images in enumerate(self.by_class):
+            need, n = int(share[c]), len(images)
+            passes = [images[torch.randperm(n, generator=g)] for _ in range(-(-need // n))]
+            picks[slot_class == c] = torch.cat(passes)[:need]
+        shard = picks[self.rank::self.world][: self.per_epoch * self.batch_size]
+        return shard.view(self.per_epoch, self.batch_size)
+
+
 @dataclass
 class Progress:
     step: int = 0              # completed iterations (generator updates)
@@ -165,7 +200,11 @@ class Trainer:
         self.d_joint = not any(isinstance(m, _BatchNorm) for m in self.D.modules())
         self.rng = torch.Generator(device=device)
         self.progress = Progress()
-        self.batches = EpochBatches(len(dataset), cfg.batch_size, cfg.seed, dist.rank, dist.world_size)
+        if cfg.balanced_classes:
+            self.batches = BalancedBatches(dataset.labels, self.num_classes, cfg.batch_size, cfg.seed, dist.rank,
+                                           dist.world_size)
+        else:
+            self.batches = EpochBatches(len(dataset), cfg.batch_size, cfg.seed, dist.rank, dist.world_size)
         if dist.enabled:
             self.G_train, self.D_train = DDP(self.G), DDP(self.D)
         else:

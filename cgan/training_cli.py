@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--holdout-fraction", type=float, default=DEFAULT_HOLDOUT_FRACTION,
                    help="per class, held out for evaluation; chosen by a hash of --seed and the file's path, so "
                         "deterministic (default %(default)s)")
+    g.add_argument("--balanced-classes", action="store_true",
+                   help="draw every class equally often in the real batches, however rare it is in the data "
+                        "(EMNIST ByMerge: q, L, I and O are a fraction of their look-alikes); deterministic and "
+                        "resumable like the plain order")
     g = p.add_argument_group("model")
     g.add_argument("--arch", default=d.arch, choices=list(ARCHITECTURES),
                    help="; ".join(f"{k}: {v.description}" for k, v in ARCHITECTURES.items()) + " (default %(default)s)")
@@ -167,7 +171,7 @@ def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSo
         "channels": folder.channels, "holdout_fraction": folder.holdout_fraction}
     return TrainConfig(
         dataset=args.dataset, split=args.split, emnist_split=args.emnist_split if args.dataset == "emnist" else None,
-        **own,
+        balanced_classes=args.balanced_classes, **own,
         arch=args.arch, loss=args.loss or defaults["loss"], z_dim=args.z_dim,
         g_width=args.g_width or defaults["g_width"], d_width=args.d_width or defaults["d_width"],
         steps=0, batch_size=args.batch_size, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1, beta2=args.beta2,
