@@ -1,0 +1,159 @@
+"""cgan.sweep: several real train.py runs side by side against a deadline, exported, evaluated, packed within
+size limits, unpacked into folders that load and sample exactly like the exports they came from."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+from cgan import sweep
+from cgan.data import load_dataset
+from cgan.evaluator import data_fingerprint, make_header, save_evaluator, stratified_split, train_evaluator
+from cgan.sampler import load
+from conftest import REPO, TINY, write_mnist_like
+
+
+def write_plan(path, runs, **pack):
+    path.write_text(json.dumps({"runs": runs, **({"pack": pack} if pack else {})}))
+    return path
+
+
+@pytest.mark.parametrize("runs,words", [
+    ([{"name": "a/b", "train": []}], "name must be"),
+    ([{"name": "a", "train": []}, {"name": "a", "train": []}], "used twice"),
+    ([{"name": "a", "train": ["--out", "x"]}], "leave out --out"),
+    ([{"name": "a", "train": ["--resume=x"]}], "leave out --resume"),
+    ([{"name": "a", "train": "--steps 3"}], "train must be a list"),
+    ([{"name": "a", "train": [], "evaluate": [1]}], "evaluate must be a list"),
+    ([{"name": "a", "train": [], "gpu": 1}], "optional \"evaluate\""),
+    ([], '"runs"'),
+])
+def test_bad_plans_say_what_to_change(tmp_path, runs, words):
+    with pytest.raises(sweep.PlanError, match=words):
+        sweep.load_plan(write_plan(tmp_path / "plan.json", runs))
+
+
+def test_tar_size_matches_tarfile(tmp_path):
+    sizes = [0, 1, 511, 512, 513, 70_000]
+    files = []
+    for i, n in enumerate(sizes):
+        (tmp_path / f"f{i}").write_bytes(b"x" * n)
+        files.append(tmp_path / f"f{i}")
+    with tarfile.open(tmp_path / "t.tar", "w", format=tarfile.GNU_FORMAT) as tar:
+        for f in files:
+            tar.add(f, arcname=f.name)
+    assert (tmp_path / "t.tar").stat().st_size == sweep.tar_size(sizes)
+
+
+def test_unpack_refuses_members_outside_the_target(tmp_path):
+    src = tmp_path / "out"
+    src.mkdir()
+    with tarfile.open(src / "sweep-1.tar", "w") as tar:
+        info = tarfile.TarInfo("../escape.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    with pytest.raises(ValueError, match="refusing member '../escape.txt'"):
+        sweep.unpack(src, tmp_path / "to")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+@pytest.fixture()
+def evaluated_data(tmp_path):
+    """600 synthetic test images and an evaluator that holds a third of them out (as shipped folders do)."""
+    import torch
+
+    data = write_mnist_like(tmp_path / "data", n_train=8, n_test=600)
+    ds = load_dataset("mnist", "test", data)
+    train_idx, held_idx = stratified_split(ds.labels, 1 / 3, seed=0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        net = train_evaluator(ds.images[train_idx], ds.labels[train_idx], 10, "cpu", epochs=1, seed=0, batch_size=64)
+    finally:
+        torch.set_num_threads(before)
+    header = make_header(net, ds.class_names, "mnist", None,
+                         {"kind": "seeded-split", "split": "test", "num_images": len(ds),
+                          "sha256": {"test": data_fingerprint(ds.images, ds.labels)},
+                          "description": "test fixture: 400 synthetic images train it, 200 held out"},
+                         {"epochs": 1, "batch_size": 64})
+    save_evaluator(net, header, tmp_path / "evaluator", held_idx)
+    return data, tmp_path / "evaluator"
+
+
+def test_a_sweep_trains_stops_exports_evaluates_packs_and_unpacks(tmp_path, evaluated_data):
+    data, evaluator = evaluated_data
+    common = ["--dataset", "mnist", "--data-dir", str(data), "--split", "test", "--threads", "1", *TINY]
+    plan = write_plan(tmp_path / "plan.json", [
+        # finishes well inside the deadline, two checkpoints, both evaluated (quick protocol)
+        {"name": "short", "train": [*common, "--steps", "4", "--checkpoint-every", "2"],
+         "evaluate": ["--evaluator", str(evaluator), "--data-dir", str(data), "--quick", "--threads", "1"]},
+        # would run for hours: stopped at the deadline, and checkpoints where it stopped
+        {"name": "long", "train": [*common, "--steps", "1000000", "--checkpoint-every", "100000"]},
+    ], max_files=2, max_file_mib=0.75, max_total_mib=0.95)  # room for the runs' files and two of three exports
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "cgan.sweep", "run", str(plan), "--runs-dir", str(runs),
+                           "--train-minutes", "0.4", "--eval-minutes", "3", "--pack", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((runs / "summary.json").read_text())
+    short, long = summary["runs"]["short"], summary["runs"]["long"]
+    assert short["state"] == "finished" and short["exit_code"] == 0 and short["step"] == 4
+    assert long["state"] == "stopped" and long["exit_code"] == 0 and 0 < long["step"] < 1_000_000
+    assert [e["step"] for e in short["exports"]] == [2, 4]
+    assert [e["step"] for e in long["exports"]] == [long["step"]]  # the checkpoint written on SIGTERM
+    for e in short["exports"]:
+        ev = e["evaluation"]
+        assert ev["protocol"] == "quick" and ev["fd_ratio"] > 0 and 0 <= ev["gan_train"] <= 1
+    assert long["exports"][0]["evaluation"] is None  # no evaluate list: not scored
+    assert "short" in proc.stdout and "stopped" in proc.stdout  # the printed table
+
+    # packing: within the limits, most useful first, the rest marked as left behind
+    archives = sorted(out.glob("sweep-*.tar"))
+    assert 1 <= len(archives) <= 2
+    assert all(a.stat().st_size <= 0.75 * 2**20 for a in archives)
+    assert sum(a.stat().st_size for a in archives) <= 0.95 * 2**20
+    packed = {e["folder"]: e["packed"] for r in summary["runs"].values() for e in r["exports"]}
+    assert any(packed.values()) and not all(packed.values()), packed
+    first = sweep.priority(summary)[0]
+    assert packed[first[1]] is True
+
+    got = sweep.unpack(out, tmp_path / "back")
+    for folder, was_packed in packed.items():
+        here = tmp_path / "back" / folder
+        assert here.is_dir() == was_packed
+        if was_packed:  # loads and samples exactly like the export on the training machine
+            a, b = load(here), load(runs / folder)
+            xa, _ = a.sample([1, 3], 4, seed=7)
+            xb, _ = b.sample([1, 3], 4, seed=7)
+            assert np.array_equal(xa, xb)
+            assert (here / "real_samples.safetensors").is_file()
+    assert got["runs"]["short"]["step"] == 4
+    # the two runs share data and seed, so their real samples travel once and are put back for both
+    names = [m for a in archives for m in tarfile.open(a).getnames()]
+    assert sum(n.endswith("real_samples.safetensors") for n in names) == 1
+    assert (tmp_path / "back" / "long" / "real_samples.safetensors").read_bytes() == \
+        (runs / "long" / "real_samples.safetensors").read_bytes()
+    assert (tmp_path / "back" / "long" / "losses.csv").is_file()
+
+
+def test_priority_lets_datasets_take_turns_and_no_single_metric_decide():
+    def e(run, step, fd=None, cond=None, worst=None, gan=None):
+        ev = None if fd is None else {"fd_ratio": fd, "conditional_ratio": cond, "worst_class_ratio": worst,
+                                      "gan_train": gan}
+        return {"folder": f"exports/{run}/step-{step:07d}", "step": step, "evaluation": ev}
+
+    summary = {"runs": {
+        "fa": {"dataset": "fashion-mnist", "exports": [
+            e("fa", 1, fd=2.0, cond=0.99, worst=0.95, gan=0.86),   # best on three of four
+            e("fa", 2, fd=1.9, cond=0.90, worst=0.50, gan=0.70)]},  # lowest FD only
+        "fb": {"dataset": "fashion-mnist", "exports": [e("fb", 3), e("fb", 4)]},  # not evaluated
+        "em": {"dataset": "emnist/bymerge", "exports": [e("em", 5, fd=3.0, cond=0.99, worst=0.9, gan=0.8)]},
+    }}
+    order = [folder for _, folder in sweep.priority(summary)]
+    assert order == ["exports/fa/step-0000001", "exports/em/step-0000005",  # each dataset's best first
+                     "exports/fa/step-0000002", "exports/fb/step-0000004", "exports/fb/step-0000003"]
