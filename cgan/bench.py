@@ -19,8 +19,8 @@ import torch.nn as nn
 
 from .config import TrainConfig
 from .data import Dataset, load_dataset
-from .distributed import pick_device
-from .networks import ARCHITECTURES, recipe
+from .distributed import native_bf16, pick_device
+from .networks import ARCHITECTURES, recipe, speed_defaults
 from .training import Trainer, device_name
 
 
@@ -265,6 +265,12 @@ def precision_variants(archs: list[str], dataset: Dataset, device: torch.device,
     return out
 
 
+def speed_fields(args: argparse.Namespace, arch: str, device: torch.device) -> dict:
+    """amp / channels_last / compile / compile_mode: what the command line says, else train.py's defaults."""
+    defaults = speed_defaults(arch, device.type, native_bf16(device))
+    return {k: v if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cgan.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -275,13 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="default 256 on CUDA, 64 on CPU")
     p.add_argument("--steps", type=int, default=None, help="timed iterations (default 300 CUDA, 30 CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default 30 CUDA, 5 CPU)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: on for CUDA")
-    p.add_argument("--compile-mode", default="reduce-overhead",
-                   help="torch.compile mode (default %(default)s: CUDA graphs; or default, max-autotune, ...)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: train.py's (CUDA)")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode (default: train.py's, reduce-overhead on CUDA; or default, max-autotune, ...)")
     p.add_argument("--check-syncs", action="store_true", help="report host-device syncs inside an iteration (CUDA)")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="default: on for CUDA")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
-                   help="NHWC convolutions (the training option of the same name)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="default: train.py's (CUDA; conv archs on CPUs with native bf16)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC convolutions (default: train.py's)")
     p.add_argument("--tutorial", action=argparse.BooleanOptionalAction, default=True,
                    help="also time the naive baseline, the tutorial loop (torchvision-style dataset with per-image "
                         "transforms, DataLoader, eager fp32), for each architecture")
@@ -312,8 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             # the recipe train.py uses for this architecture and dataset (sngan: DiffAugment on small data)
             cfg = replace(TrainConfig(), **recipe(arch, len(dataset)), batch_size=batch, loader=loader,
                           workers=args.workers if loader == "dataloader" else 0,
-                          amp=cuda if args.amp is None else args.amp, channels_last=args.channels_last,
-                          compile=cuda if args.compile is None else args.compile, compile_mode=args.compile_mode)
+                          **speed_fields(args, arch, device))
             if args.check_syncs and cuda:
                 check_syncs(cfg, dataset, device)
             r = time_trainer(cfg, dataset, device, steps, warmup)
@@ -338,8 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     ttq = None
     if args.time_to_quality:
         cfg = replace(TrainConfig(), **recipe("sngan", 10_000), batch_size=args.ttq_batch_size,  # MNIST test: 10k
-                      amp=cuda if args.amp is None else args.amp, channels_last=args.channels_last,
-                      compile=cuda if args.compile is None else args.compile, compile_mode=args.compile_mode)
+                      **speed_fields(args, "sngan", device))
         print(f"time-to-quality: sngan, MNIST test split, batch {cfg.batch_size}, evaluation every "
               f"{args.ttq_eval_every} steps", flush=True)
         ttq = time_to_quality(args.data_dir, args.evaluator, device, cfg, args.ttq_eval_every, args.ttq_max_steps,

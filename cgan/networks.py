@@ -262,15 +262,18 @@ class Architecture:
     loss: str                         # default loss: "hinge" or "bce"
     auto_augment: bool                # whether --augment auto turns DiffAugment on for small datasets
     description: str
+    cpu_bf16: bool = False            # bf16 + channels_last by default on CPUs with native bf16 (measured faster,
+                                      # same quality; see speed_defaults)
 
 
 AUTO_AUGMENT_MAX_IMAGES = 20_000      # "small": DiffAugment by default only where data is scarce
 
 ARCHITECTURES = {
     "sngan": Architecture(SNGANGenerator, SNGANDiscriminator, 32, 64, "hinge", True,
-                          "default: conditional-BN conv G, spectral-norm projection D"),
+                          "default: conditional-BN conv G, spectral-norm projection D", cpu_bf16=True),
     "dcgan": Architecture(DCGANGenerator, DCGANDiscriminator, 64, 64, "bce", False,
-                          "tutorial conv CGAN: transposed convs + BN; labels as extra D input channels"),
+                          "tutorial conv CGAN: transposed convs + BN; labels as extra D input channels",
+                          cpu_bf16=True),
     "mlp": Architecture(MLPGenerator, MLPDiscriminator, 256, 256, "bce", False,
                         "tutorial MLP CGAN: [z, one-hot] MLPs with leaky ReLU and dropout"),
 }
@@ -294,6 +297,18 @@ def recipe(arch: str, num_images: int) -> dict:
     a = ARCHITECTURES[arch]
     return {"arch": arch, "g_width": a.g_width, "d_width": a.d_width, "loss": a.loss,
             "augment": default_augment(arch, num_images)}
+
+
+def speed_defaults(arch: str, device_type: str, native_bf16: bool) -> dict:
+    """The TrainConfig speed fields (amp, channels_last, compile, compile_mode) a run gets unless told
+    otherwise. CUDA: bf16 autocast and torch.compile with CUDA graphs (measured 3x the default mode on an
+    H100). A CPU that computes bf16 natively (AVX-512 BF16, AMX): bf16 autocast with channels_last for the
+    conv architectures: 2.13x (sngan) and 1.50x (dcgan) fp32's images/s on 2 cores, with the same quality
+    at equal steps (README, Speed). Any other CPU: fp32, where emulated bf16 would be slower."""
+    cuda = device_type == "cuda"
+    cpu_fast = device_type == "cpu" and native_bf16 and ARCHITECTURES[arch].cpu_bf16
+    return {"amp": cuda or cpu_fast, "channels_last": cpu_fast, "compile": cuda,
+            "compile_mode": "reduce-overhead" if cuda else "default"}
 
 
 def parameter_count(arch: str, z_dim: int, num_classes: int, channels: int, size: int, g_width: int,

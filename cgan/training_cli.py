@@ -24,7 +24,7 @@ from .files import atomic_write_text
 from .image_folder import (DEFAULT_HOLDOUT_FRACTION, FOLDER_DATASET, IMAGE_SIZES, MIN_CLASS_IMAGES, FolderSource,
                            display_name, folder_title, format_report, load_config_data, load_folder_dataset)
 from .losses import LOSSES
-from .networks import ARCHITECTURES, AUTO_AUGMENT_MAX_IMAGES, parameter_count, recipe
+from .networks import ARCHITECTURES, AUTO_AUGMENT_MAX_IMAGES, parameter_count, recipe, speed_defaults
 from .runs import (lock_run, newest_intact_checkpoint, original_command, reset_run_without_checkpoint,
                    reusable_without_checkpoint, write_real_samples, write_status)
 from .training import RunControl, TrainingDiverged, fit, write_run_info
@@ -123,10 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "fewer: with 2 threads on 2 cores, one other busy process cut training to a third of its "
                         "speed, while 1 thread kept its own speed")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (default: on for CUDA)")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
-                   help="NHWC convolutions; with --amp on a CPU with native bf16 (AVX-512 BF16, AMX) the default "
-                        "sngan trains 2.13x faster than fp32 (measured on 2 cores: 173 vs 81 images/s)")
+                   help="bf16 autocast (default: on for CUDA, and for " +
+                        ", ".join(k for k, v in ARCHITECTURES.items() if v.cpu_bf16) + " on CPUs that compute bf16 "
+                        "natively (AVX-512 BF16, AMX): there sngan trains 2.13x as fast as in fp32 with the same "
+                        "quality; --no-amp for fp32)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC convolutions (default: on where --amp is on by default on the CPU)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the models (default: on for CUDA)")
     g.add_argument("--compile-mode", default=None,
@@ -165,7 +167,8 @@ def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
 def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSource | None = None) -> TrainConfig:
     defaults = recipe(args.arch, num_images)
     augment = {"auto": defaults["augment"], "none": ""}.get(args.augment, args.augment)
-    cuda = args.device_type == "cuda"
+    speed = speed_defaults(args.arch, args.device_type, args.native_bf16)
+    amp = speed["amp"] if args.amp is None else args.amp
     own = {} if folder is None else {
         "image_folder": folder.image_folder, "labels_file": folder.labels_file, "image_size": folder.image_size,
         "channels": folder.channels, "holdout_fraction": folder.holdout_fraction}
@@ -177,9 +180,10 @@ def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSo
         steps=0, batch_size=args.batch_size, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1, beta2=args.beta2,
         d_steps=args.d_steps, label_smoothing=args.label_smoothing, mismatch_weight=args.mismatch_weight,
         augment=augment, ema_decay=args.ema_decay, seed=args.seed,
-        amp=cuda if args.amp is None else args.amp, channels_last=args.channels_last,
-        compile=cuda if args.compile is None else args.compile,
-        compile_mode=args.compile_mode or ("reduce-overhead" if cuda else "default"),
+        amp=amp,  # --no-amp means the plain fp32 path: channels_last then only when asked for
+        channels_last=speed["channels_last"] and amp if args.channels_last is None else args.channels_last,
+        compile=speed["compile"] if args.compile is None else args.compile,
+        compile_mode=args.compile_mode or speed["compile_mode"],
         loader=args.loader, workers=args.workers, log_every=args.log_every, sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every, keep=args.keep)
 
@@ -326,6 +330,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
         distributed.configure_torch(args.threads)
     dist_info, device = distributed.init(args.device)
     args.device_type = device.type
+    args.native_bf16 = distributed.native_bf16(device)
     resume_from = None
     given = given_options(parser, argv)
     if not args.resume and (args.image_folder or args.labels):
@@ -407,11 +412,11 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
               f"{dataset.num_classes} classes) | device {device} x{dist_info.world_size} | "
               f"{cfg.steps:,} steps of batch {cfg.batch_size} | run folder {run_dir}"
               + (f" | resuming from {resume_from.name}" if resume_from else ""), file=sys.stderr)
-        if device.type == "cpu" and not args.resume and cfg.arch != "mlp":
-            native = distributed.native_bf16(device)
-            if native and not cfg.amp:
-                print("hint: this CPU computes bf16 natively: --amp --channels-last trains the conv architectures "
-                      "1.4-2x faster (README, Speed)", file=sys.stderr)
+        if device.type == "cpu" and not args.resume:
+            native = args.native_bf16
+            if native and cfg.amp and args.amp is None:
+                print("bf16 autocast" + (" + channels_last" if cfg.channels_last else "") + ": this CPU computes "
+                      "bf16 natively (--no-amp for fp32)", file=sys.stderr)
             elif cfg.amp and not native:
                 print("warning: this CPU has no native bf16 (AVX-512 BF16 or AMX): --amp emulates it, which is "
                       "usually slower than fp32", file=sys.stderr)

@@ -100,3 +100,45 @@ def test_the_benchmark_times_the_naive_baseline_and_the_precision_variants(tmp_p
     assert [v["variant"] for v in report["precision_variants"]] == ["fp32", "bf16", "channels_last",
                                                                      "bf16+channels_last"]
     assert "naive baseline" in capsys.readouterr().out
+
+
+def test_speed_defaults_follow_the_device_and_the_architecture():
+    from cgan.networks import speed_defaults
+
+    fast = {"amp": True, "channels_last": True, "compile": False, "compile_mode": "default"}
+    fp32 = {"amp": False, "channels_last": False, "compile": False, "compile_mode": "default"}
+    assert speed_defaults("sngan", "cpu", native_bf16=True) == fast
+    assert speed_defaults("dcgan", "cpu", native_bf16=True) == fast
+    assert speed_defaults("mlp", "cpu", native_bf16=True) == fp32     # not measured faster: stays fp32
+    assert speed_defaults("sngan", "cpu", native_bf16=False) == fp32  # emulated bf16 would be slower
+    assert speed_defaults("sngan", "mps", native_bf16=False) == fp32
+    assert speed_defaults("sngan", "cuda", native_bf16=True) == {"amp": True, "channels_last": False,
+                                                                 "compile": True, "compile_mode": "reduce-overhead"}
+
+
+def test_train_py_uses_bf16_by_default_where_the_cpu_has_it_and_no_amp_opts_out(tmp_path, mnist_dir, capsys):
+    import json
+
+    from cgan.distributed import native_bf16
+    from cgan.training_cli import main
+    from conftest import TINY
+
+    native = native_bf16(torch.device("cpu"))
+
+    def config(name, *extra):
+        assert main(["--dataset", "mnist", "--data-dir", str(mnist_dir), "--steps", "1", "--out",
+                     str(tmp_path / name), *TINY, *extra]) == 0
+        return json.loads((tmp_path / name / "run.json").read_text())["config"]
+
+    default = config("default")
+    assert (default["amp"], default["channels_last"]) == (native, native)
+    if native:
+        assert "this CPU computes bf16 natively (--no-amp for fp32)" in capsys.readouterr().err
+    opted_out = config("fp32", "--no-amp")
+    assert (opted_out["amp"], opted_out["channels_last"]) == (False, False)
+    mlp = config("mlp", "--arch", "mlp")
+    assert (mlp["amp"], mlp["channels_last"]) == (False, False)
+    # and a resumed run keeps what it started with, whatever this machine would choose now
+    assert main(["--resume", str(tmp_path / "fp32"), "--steps", "2", "--data-dir", str(mnist_dir), "--no-progress"]) == 0
+    meta = json.loads((tmp_path / "fp32" / "checkpoints" / "step-0000002" / "checkpoint.json").read_text())
+    assert meta["config"]["amp"] is False

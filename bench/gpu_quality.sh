@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The GPU quality job: the shipped models' training runs side by side on one lent GPU, in two device calls.
+#
+#   here:      bash bench/gpu_quality.sh prepare        # .gpudata/a (EMNIST, MNIST), .gpudata/b (Fashion-MNIST)
+#   device 1:  bash bench/gpu_quality.sh data           # carry [".gpudata/a"]: unpacks into .gpuraw/
+#   device 2:  bash bench/gpu_quality.sh data && bash bench/gpu_quality.sh sweep   # carry [".gpudata/b"]
+#   here:      python -m cgan.sweep unpack <files_at> --to sweep-back
+#   here:      bash bench/gpu_quality.sh smoke          # the same plan at tiny sizes on the CPU, 2 minutes
+#
+# Why two calls: the working tree (18 MiB) and the three datasets (47 MiB as xz) are over the 64 MiB a
+# call may carry, and a warm machine keeps ignored folders (.gpuraw) between calls.
+# The plan is bench/plans/gpu-quality.json (PLAN=... to change it); TRAIN_MINUTES and EVAL_MINUTES are the
+# deadlines of cgan.sweep; the archives go to $OUT (the device tool's folder that comes back).
+set -euo pipefail
+SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+cd "$(dirname "$SELF")/.."
+PLAN=${PLAN:-bench/plans/gpu-quality.json}
+PY=${PYTHON:-python3}
+
+compress() {  # compress SRC (the official .gz or a plain file) into DEST.xz
+  local src=$1 dest=$2
+  mkdir -p "$(dirname "$dest")"
+  [ -s "$dest.xz" ] && return
+  if [ -f "$src.gz" ]; then zcat "$src.gz" | xz -9e -T1 > "$dest.xz.tmp"; else xz -9e -T1 -c "$src" > "$dest.xz.tmp"; fi
+  mv "$dest.xz.tmp" "$dest.xz"
+}
+
+case "${1:-}" in
+  prepare)
+    src=${CGAN_DATA_DIR:-../shared/data}
+    for f in mnist/t10k-images-idx3-ubyte mnist/t10k-labels-idx1-ubyte \
+             emnist/emnist-bymerge-test-images-idx3-ubyte emnist/emnist-bymerge-test-labels-idx1-ubyte \
+             emnist/emnist-bymerge-mapping.txt; do compress "$src/$f" ".gpudata/a/$f"; done
+    for f in fashion-mnist/train-images-idx3-ubyte fashion-mnist/train-labels-idx1-ubyte \
+             fashion-mnist/t10k-images-idx3-ubyte fashion-mnist/t10k-labels-idx1-ubyte; do
+      compress "$src/$f" ".gpudata/b/$f"; done
+    du -sh .gpudata/a .gpudata/b ;;
+  data)
+    shopt -s nullglob
+    for f in .gpudata/*/*/*.xz; do
+      rel=${f#.gpudata/*/}; out=.gpuraw/${rel%.xz}
+      mkdir -p "$(dirname "$out")"
+      [ -s "$out" ] || { xz -dc "$f" > "$out.tmp" && mv "$out.tmp" "$out"; }
+    done
+    ls -R .gpuraw | head -20 ;;
+  sweep)
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    "$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+    runs=$(mktemp -d /tmp/sweep.XXXX)
+    PYTHONUNBUFFERED=1 "$PY" -m cgan.sweep run "$PLAN" --runs-dir "$runs" --train-minutes "${TRAIN_MINUTES:-6}" \
+      --eval-minutes "${EVAL_MINUTES:-2}" --pack "${OUT:?set OUT to the folder that comes back}"
+    tail -n 3 "$runs"/*.train.log ;;
+  smoke)  # the plan's runs at tiny sizes on this CPU: options given later win in train.py's parser
+    tiny=$(mktemp /tmp/plan.XXXX.json)
+    "$PY" - "$PLAN" "$tiny" <<'EOF'
+import json, sys
+plan = json.load(open(sys.argv[1]))
+for r in plan["runs"]:
+    r["train"] += ["--g-width", "8", "--d-width", "8", "--z-dim", "16", "--batch-size", "16", "--device", "cpu",
+                   "--no-amp", "--no-compile", "--checkpoint-every", "25", "--keep", "2", "--threads", "1"]
+    r["evaluate"] = [*r["evaluate"], "--quick", "--device", "cpu", "--threads", "1"] if r.get("evaluate") else None
+json.dump(plan, open(sys.argv[2], "w"))
+EOF
+    out=${OUT:-$(mktemp -d /tmp/sweep-out.XXXX)}
+    PLAN=$tiny OUT=$out TRAIN_MINUTES=${TRAIN_MINUTES:-1} EVAL_MINUTES=${EVAL_MINUTES:-4} PYTHON=$PY bash "$SELF" sweep
+    ls -l "$out" ;;
+  *) echo "usage: bash bench/gpu_quality.sh prepare|data|sweep|smoke" >&2; exit 2 ;;
+esac
