@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -265,6 +267,31 @@ def precision_variants(archs: list[str], dataset: Dataset, device: torch.device,
     return out
 
 
+def compile_start(arch: str, device: str, batch: int, data_dir: str | None, runs: int = 2) -> dict:
+    """Time to the first trained steps with torch.compile, cold and warm: ``runs`` fresh processes, one
+    after another, sharing one new, empty inductor cache folder (PyTorch's FX-graph and AOTAutograd caches,
+    on by default). The first process compiles from nothing; later ones find the compiled kernels there,
+    as a second train.py on the same machine does (default cache: /tmp/torchinductor_USER, or
+    $TORCHINDUCTOR_CACHE_DIR)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    starts = []
+    with tempfile.TemporaryDirectory(prefix="cgan-inductor-") as cache:
+        for _ in range(runs):
+            with tempfile.NamedTemporaryFile(suffix=".json") as out:
+                cmd = [sys.executable, "-m", "cgan.bench", "--device", device, "--archs", arch, "--loaders", "device",
+                       "--steps", "3", "--warmup", "2", "--batch-size", str(batch), "--compile", "--no-tutorial",
+                       "--json", out.name, *(["--data-dir", data_dir] if data_dir else [])]
+                t0 = time.perf_counter()
+                subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache})
+                process_s = time.perf_counter() - t0
+                r = json.loads(Path(out.name).read_text())["results"][0]
+            starts.append({"warmup_s": r["warmup_s"], "process_s": round(process_s, 1)})
+    return {"arch": arch, "batch_size": batch, "compile_mode": r["compile_mode"], "cold": starts[0], "warm": starts[1:]}
+
+
 def speed_fields(args: argparse.Namespace, arch: str, device: torch.device) -> dict:
     """amp / channels_last / compile / compile_mode: what the command line says, else train.py's defaults."""
     defaults = speed_defaults(arch, device.type, native_bf16(device))
@@ -307,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ttq-max-steps", type=int, default=20_000)
     p.add_argument("--ttq-quick", action="store_true", help="quick evaluation protocol (smoke tests on CPU)")
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--compile-start", action="store_true",
+                   help="time to the first steps with torch.compile, cold (empty inductor cache) and warm (a second "
+                        "process finding the first one's cache), for the first of --archs")
     args = p.parse_args(argv)
     device = pick_device(args.device)
     cuda = device.type == "cuda"
@@ -351,9 +381,16 @@ def main(argv: list[str] | None = None) -> int:
                               quick=args.ttq_quick)
         print(f"time-to-quality: {'reached' if ttq['reached'] else 'NOT reached'} at step {ttq['steps']}, "
               f"{ttq['seconds']} s of training (first iteration incl. compile {ttq['first_iteration_s']} s)", flush=True)
+    start = None
+    if args.compile_start:
+        start = compile_start(args.archs.split(",")[0], args.device, batch, args.data_dir)
+        print(f"torch.compile start ({start['arch']}, {start['compile_mode']}): cold {start['cold']['warmup_s']} s to "
+              f"the first 2 steps ({start['cold']['process_s']} s for the process), warm "
+              + ", ".join(f"{w['warmup_s']} s ({w['process_s']} s)" for w in start["warm"]), flush=True)
     report = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
               "date": time.strftime("%Y-%m-%d"), "dataset": "synthetic" if not args.data_dir else args.dataset,
-              "results": results, "precision_variants": variants, "time_to_quality": ttq}
+              "results": results, "precision_variants": variants, "time_to_quality": ttq,
+              "compile_start": start}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
