@@ -292,10 +292,28 @@ def compile_start(arch: str, device: str, batch: int, data_dir: str | None, runs
     return {"arch": arch, "batch_size": batch, "compile_mode": r["compile_mode"], "cold": starts[0], "warm": starts[1:]}
 
 
+def summarize(folder: str) -> None:
+    """One table from the JSON files this benchmark wrote into ``folder`` (bench/gpu_speed.sh's rows)."""
+    for f in sorted(Path(folder).glob("*.json")):
+        r = json.loads(f.read_text())
+        for row in r.get("results") or []:
+            print(f"{f.stem:20s} {row['arch']:16s} {row['loader']:10s} batch {row['batch_size']:5d} "
+                  f"{row['images_per_s']:>12,.0f} img/s  warm-up {row.get('warmup_s')} s  peak {row.get('peak_mem_mb')} MB")
+        if r.get("time_to_quality"):
+            t = r["time_to_quality"]
+            print(f"{f.stem:20s} time to quality: {'reached' if t['reached'] else 'NOT reached'} at step {t['steps']}, "
+                  f"{t['seconds']} s (first iteration, compile included, {t['first_iteration_s']} s)")
+        if r.get("compile_start"):
+            print(f"{f.stem:20s} compile start: {json.dumps(r['compile_start'])}")
+
+
 def speed_fields(args: argparse.Namespace, arch: str, device: torch.device) -> dict:
     """amp / channels_last / compile / compile_mode: what the command line says, else train.py's defaults."""
     defaults = speed_defaults(arch, device.type, native_bf16(device))
-    return {k: v if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
+    fields = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
+    if fields["cuda_graph"] and args.compile is None:
+        fields["compile"] = False  # the graph replaces compilation
+    return fields
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: train.py's (CUDA)")
     p.add_argument("--compile-mode", default=None,
                    help="torch.compile mode (default: train.py's, reduce-overhead on CUDA; or default, max-autotune, ...)")
+    p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="capture the whole iteration as one CUDA graph (train.py --cuda-graph) instead of compiling")
     p.add_argument("--check-syncs", action="store_true", help="report host-device syncs inside an iteration (CUDA)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="default: train.py's (CUDA; conv archs on CPUs with native bf16)")
@@ -337,7 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile-start", action="store_true",
                    help="time to the first steps with torch.compile, cold (empty inductor cache) and warm (a second "
                         "process finding the first one's cache), for the first of --archs")
+    p.add_argument("--summarize", default=None, metavar="DIR", help="print one table from the JSON files in DIR")
     args = p.parse_args(argv)
+    if args.summarize:
+        summarize(args.summarize)
+        return 0
     device = pick_device(args.device)
     cuda = device.type == "cuda"
     batch = args.batch_size or (256 if cuda else 64)

@@ -47,6 +47,7 @@ class TrainConfig:
     channels_last: bool = False          # NHWC convolutions (with bf16 on CPUs with native bf16: 2.13x sngan)
     compile: bool = False                # torch.compile the models
     compile_mode: str = "default"        # torch.compile mode ("default", "reduce-overhead", ...)
+    cuda_graph: bool = False             # capture the whole iteration as one CUDA graph (no compile, no DDP)
     loader: str = "device"               # "device": dataset on the device; "dataloader": torch DataLoader
     workers: int = 0                     # DataLoader workers (loader="dataloader")
     # bookkeeping
@@ -82,6 +83,9 @@ class TrainConfig:
             (self.keep >= 1, "--keep must be at least 1"),
             (self.workers >= 0, "--workers must be >= 0"),
             (0 <= self.holdout_fraction < 1, "--holdout-fraction must be in [0, 1)"),
+            (not (self.cuda_graph and self.compile), "--cuda-graph and --compile are two ways to the same end; "
+                                                     "choose one (--no-compile --cuda-graph)"),
+            (not self.cuda_graph or self.loader == "device", "--cuda-graph needs --loader device"),
         ]
         if self.dataset == FOLDER_DATASET:
             rules += [

@@ -308,7 +308,7 @@ def speed_defaults(arch: str, device_type: str, native_bf16: bool) -> dict:
     cuda = device_type == "cuda"
     cpu_fast = device_type == "cpu" and native_bf16 and ARCHITECTURES[arch].cpu_bf16
     return {"amp": cuda or cpu_fast, "channels_last": cpu_fast, "compile": cuda,
-            "compile_mode": "reduce-overhead" if cuda else "default"}
+            "compile_mode": "reduce-overhead" if cuda else "default", "cuda_graph": False}
 
 
 def parameter_count(arch: str, z_dim: int, num_classes: int, channels: int, size: int, g_width: int,

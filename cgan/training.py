@@ -135,12 +135,13 @@ class Progress:
     seconds: float = 0.0       # training wall-clock, checkpoints and samples excluded
 
 
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """Exponential moving average of weights and of batch-norm statistics (integer counters copied)."""
+def ema_update(ema: nn.Module, model: nn.Module, weight: float | torch.Tensor) -> None:
+    """Exponential moving average of weights and of batch-norm statistics (integer counters copied):
+    ema += weight * (model - ema), weight = 1 - decay (a number, or a 0-d tensor inside a CUDA graph)."""
     with torch.no_grad():
         floats = [(e, m) for e, m in zip([*ema.parameters(), *ema.buffers()], [*model.parameters(), *model.buffers()])
                   if e.dtype.is_floating_point]
-        torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], 1.0 - decay)
+        torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], weight)
         for eb, mb in zip(ema.buffers(), model.buffers()):
             if not eb.dtype.is_floating_point:
                 eb.copy_(mb)
@@ -193,8 +194,10 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         fused = device.type in ("cuda", "cpu")  # one pass over the weights (CPU: mlp trains 1.4x faster)
         betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, fused=fused)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas, fused=fused)
+        # capturable: the step count lives on the device, so a CUDA graph can replay the update (same numbers)
+        adam = {"betas": betas, "fused": fused, "capturable": cfg.cuda_graph and fused}
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, **adam)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, **adam)
         self.policy = parse_policy(cfg.augment)
         # D without batch statistics scores real and fake in one forward pass (same result, half the launches).
         self.d_joint = not any(isinstance(m, _BatchNorm) for m in self.D.modules())
@@ -214,35 +217,58 @@ class Trainer:
             mode = cfg.compile_mode
             self.G_fwd, self.D_fwd = torch.compile(self.G_train, mode=mode), torch.compile(self.D_train, mode=mode)
             self.D_frozen = torch.compile(self.D, mode=mode)
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
+        # (autocast's weight cache would hand a CUDA graph casts made before its capture)
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp,
+                                       cache_enabled=False if cfg.cuda_graph else None)
         self._images_dev = self._labels_dev = self._epoch_source = None
         self._epoch_idx, self._epoch_idx_of = None, -1  # this epoch's batch indices (CPU), and its number
+        # --cuda-graph: the iteration reads its batches and EMA weight from these fixed buffers (see iteration)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graph_warmup = 0                # eager iterations run so far before the capture
+        if cfg.cuda_graph:
+            self.static_idx = torch.zeros(cfg.d_steps, cfg.batch_size, dtype=torch.int64, device=device)
+            self.static_ema_weight = torch.zeros((), device=device)
+            self.static_out = torch.zeros(4, device=device)
 
     # ------------------------------------------------------------------ data
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next batch (uint8 images, labels) on the device; advances the position in the epoch."""
+        if self.cfg.loader == "device":
+            idx = self.next_indices()
+            return self._images_dev[idx], self._labels_dev[idx]
+        p = self.progress
+        self._start_epoch()
+        if self._epoch_source is None:
+            self._epoch_source = iter(self._make_loader(p.epoch, p.batch))
+        x, y = next(self._epoch_source)
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True)
+        self._advance()
+        return x, y
+
+    def next_indices(self) -> torch.Tensor:
+        """The next batch's image indices, on the device, with the whole dataset there (loader "device")."""
+        self._start_epoch()
+        if self._images_dev is None:
+            self._images_dev = self.dataset.images.to(self.device)
+            self._labels_dev = self.dataset.labels.to(self.device)
+        if self._epoch_source is None:  # one host-to-device copy of the indices per epoch
+            self._epoch_source = self._epoch_idx.to(self.device)
+        idx = self._epoch_source[self.progress.batch]
+        self._advance()
+        return idx
+
+    def _start_epoch(self) -> None:
         p = self.progress
         if self._epoch_idx_of != p.epoch:
             self._epoch_idx, self._epoch_idx_of = self.batches.epoch(p.epoch), p.epoch
             self._epoch_source = None
-        if self.cfg.loader == "device":
-            if self._images_dev is None:
-                self._images_dev = self.dataset.images.to(self.device)
-                self._labels_dev = self.dataset.labels.to(self.device)
-            if self._epoch_source is None:  # one host-to-device copy of the indices per epoch
-                self._epoch_source = self._epoch_idx.to(self.device)
-            idx = self._epoch_source[p.batch]
-            x, y = self._images_dev[idx], self._labels_dev[idx]
-        else:
-            if self._epoch_source is None:
-                self._epoch_source = iter(self._make_loader(p.epoch, p.batch))
-            x, y = next(self._epoch_source)
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True)
+
+    def _advance(self) -> None:
+        p = self.progress
         p.batch += 1
         if p.batch == self.batches.per_epoch:
             p.epoch, p.batch = p.epoch + 1, 0
-        return x, y
 
     def _make_loader(self, epoch: int, start: int):
         ds = torch.utils.data.TensorDataset(self.dataset.images, self.dataset.labels)
@@ -302,15 +328,59 @@ class Trainer:
         step_seed = mix_seed(cfg.seed, self.dist.rank, p.step)
         self.rng.manual_seed(step_seed)
         torch.manual_seed(step_seed)  # dropout (mlp D) draws from the global generator
-        for _ in range(cfg.d_steps):
-            x, y = self.next_batch()
-            d_loss, d_real, d_fake = self.d_step(x, y)
-        g_loss = self.g_step(cfg.batch_size)
         decay = min(cfg.ema_decay, (1 + p.step) / (10 + p.step))  # short warm-up: early EMA follows G
-        ema_update(self.G_ema, self.G, decay)
+        if cfg.cuda_graph:
+            out = self._static_iteration(1.0 - decay)
+        else:
+            for _ in range(cfg.d_steps):
+                x, y = self.next_batch()
+                d_loss, d_real, d_fake = self.d_step(x, y)
+            g_loss = self.g_step(cfg.batch_size)
+            ema_update(self.G_ema, self.G, 1.0 - decay)
+            out = torch.stack([d_loss, g_loss, d_real, d_fake])
         p.step += 1
         p.images_seen += cfg.d_steps * cfg.batch_size * self.dist.world_size
+        return out
+
+    # ------------------------------------------------------------------ --cuda-graph
+    GRAPH_WARMUP = 3  # eager iterations before the capture (lazy initialisation, as CUDA graphs require)
+
+    def _static_body(self) -> torch.Tensor:
+        """The whole iteration as a function of fixed buffers (batch indices, EMA weight) and the per-step
+        reseeded generators: what a CUDA graph captures once and replays every step. The same kernels in
+        the same order as the plain path, so run eagerly it gives the plain path's numbers bit for bit."""
+        for i in range(self.cfg.d_steps):
+            idx = self.static_idx[i]
+            d_loss, d_real, d_fake = self.d_step(self._images_dev[idx], self._labels_dev[idx])
+        g_loss = self.g_step(self.cfg.batch_size)
+        ema_update(self.G_ema, self.G, self.static_ema_weight)
         return torch.stack([d_loss, g_loss, d_real, d_fake])
+
+    def _static_iteration(self, ema_weight: float) -> torch.Tensor:
+        """Fill the buffers (device-side copies: no host sync), then replay the captured graph; before the
+        capture, and on devices without CUDA graphs, run the same body eagerly. Reseeding a generator
+        registered with the graph makes the replay draw exactly what an eager step would."""
+        for i in range(self.cfg.d_steps):
+            self.static_idx[i].copy_(self.next_indices())
+        self.static_ema_weight.fill_(ema_weight)
+        if self.device.type != "cuda":
+            return self._static_body()
+        if self.graph is None and self.graph_warmup < self.GRAPH_WARMUP:
+            side = torch.cuda.Stream(self.device)  # warm-up on a side stream, as capture requires
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                self.static_out.copy_(self._static_body())
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            self.graph_warmup += 1
+            return self.static_out.clone()
+        if self.graph is None:
+            graph = torch.cuda.CUDAGraph()
+            graph.register_generator_state(self.rng)
+            with torch.cuda.graph(graph):  # records, runs nothing: the replay below does this step's work
+                self.static_out.copy_(self._static_body())
+            self.graph = graph
+        self.graph.replay()
+        return self.static_out.clone()
 
     # ------------------------------------------------------------------ samples
     @torch.no_grad()

@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NHWC convolutions (default: on where --amp is on by default on the CPU)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the models (default: on for CUDA)")
+    g.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="CUDA: capture the whole iteration (D and G steps, both Adam updates, EMA, random draws) "
+                        "as one CUDA graph replayed every step, without torch.compile's wait; replaces --compile")
     g.add_argument("--compile-mode", default=None,
                    help="torch.compile mode (default: reduce-overhead on CUDA, i.e. CUDA graphs: measured 3x "
                         "faster than the default mode on an H100)")
@@ -169,6 +172,7 @@ def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSo
     augment = {"auto": defaults["augment"], "none": ""}.get(args.augment, args.augment)
     speed = speed_defaults(args.arch, args.device_type, args.native_bf16)
     amp = speed["amp"] if args.amp is None else args.amp
+    cuda_graph = speed["cuda_graph"] if args.cuda_graph is None else args.cuda_graph
     own = {} if folder is None else {
         "image_folder": folder.image_folder, "labels_file": folder.labels_file, "image_size": folder.image_size,
         "channels": folder.channels, "holdout_fraction": folder.holdout_fraction}
@@ -182,7 +186,8 @@ def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSo
         augment=augment, ema_decay=args.ema_decay, seed=args.seed,
         amp=amp,  # --no-amp means the plain fp32 path: channels_last then only when asked for
         channels_last=speed["channels_last"] and amp if args.channels_last is None else args.channels_last,
-        compile=speed["compile"] if args.compile is None else args.compile,
+        compile=(speed["compile"] and not cuda_graph) if args.compile is None else args.compile,
+        cuda_graph=cuda_graph,
         compile_mode=args.compile_mode or speed["compile_mode"],
         loader=args.loader, workers=args.workers, log_every=args.log_every, sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every, keep=args.keep)
@@ -331,6 +336,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
     dist_info, device = distributed.init(args.device)
     args.device_type = device.type
     args.native_bf16 = distributed.native_bf16(device)
+    if args.cuda_graph and (device.type != "cuda" or dist_info.enabled):
+        raise ValueError("--cuda-graph needs one CUDA GPU (not another device, not torchrun); leave it out here")
     resume_from = None
     given = given_options(parser, argv)
     if not args.resume and (args.image_folder or args.labels):

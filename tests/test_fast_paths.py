@@ -105,15 +105,16 @@ def test_the_benchmark_times_the_naive_baseline_and_the_precision_variants(tmp_p
 def test_speed_defaults_follow_the_device_and_the_architecture():
     from cgan.networks import speed_defaults
 
-    fast = {"amp": True, "channels_last": True, "compile": False, "compile_mode": "default"}
-    fp32 = {"amp": False, "channels_last": False, "compile": False, "compile_mode": "default"}
+    fast = {"amp": True, "channels_last": True, "compile": False, "compile_mode": "default", "cuda_graph": False}
+    fp32 = {"amp": False, "channels_last": False, "compile": False, "compile_mode": "default", "cuda_graph": False}
     assert speed_defaults("sngan", "cpu", native_bf16=True) == fast
     assert speed_defaults("dcgan", "cpu", native_bf16=True) == fast
     assert speed_defaults("mlp", "cpu", native_bf16=True) == fp32     # not measured faster: stays fp32
     assert speed_defaults("sngan", "cpu", native_bf16=False) == fp32  # emulated bf16 would be slower
     assert speed_defaults("sngan", "mps", native_bf16=False) == fp32
     assert speed_defaults("sngan", "cuda", native_bf16=True) == {"amp": True, "channels_last": False,
-                                                                 "compile": True, "compile_mode": "reduce-overhead"}
+                                                                 "compile": True, "compile_mode": "reduce-overhead",
+                                                                 "cuda_graph": False}
 
 
 def test_train_py_uses_bf16_by_default_where_the_cpu_has_it_and_no_amp_opts_out(tmp_path, mnist_dir, capsys):

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The GPU speed table in one device call, JSON files into $OUT (run after `gpu_quality.sh data`: the
+# time-to-quality row reads .gpuraw/mnist). Every row is `python -m cgan.bench`; see bench/README.md.
+#
+#   device:  bash bench/gpu_speed.sh                       # about 6 minutes on an H100-class GPU
+#   here:    SMOKE=1 DEVICE=cpu bash bench/gpu_speed.sh    # the same rows at toy sizes on the CPU
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+DEV=${DEVICE:-cuda}
+OUT=${OUT:?set OUT to the folder that comes back}
+RES=$(mktemp -d)  # the JSON files, packed into one tar at the end (the device returns at most 8 files)
+if [ -n "${SMOKE:-}" ]; then
+  size=(--steps 3 --warmup 4 --batch-size 16); ttq=(--ttq-quick --ttq-max-steps 20 --ttq-eval-every 10)
+else
+  size=(); ttq=()
+fi
+bench() { PYTHONUNBUFFERED=1 "$PY" -m cgan.bench --device "$DEV" "$@"; }
+
+# 1. every architecture, both data paths, train.py's defaults (CUDA: bf16 + compile with CUDA graphs),
+#    with the tutorial baseline of each and the host-sync check
+bench --archs sngan,dcgan,mlp --loaders device,dataloader --check-syncs "${size[@]}" --json "$RES/speed-defaults.json"
+# 2. the default architecture: the whole iteration as one captured CUDA graph (no compile), eager for scale
+bench --archs sngan --loaders device --cuda-graph --check-syncs --no-tutorial "${size[@]}" --json "$RES/speed-graph.json"
+bench --archs sngan --loaders device --no-compile --no-tutorial "${size[@]}" --json "$RES/speed-eager.json"
+# 3. larger batches, both ways (throughput per batch; quality per batch is the time-to-quality rows)
+for b in 1024 4096; do
+  [ -n "${SMOKE:-}" ] && b=32
+  bench --archs sngan --loaders device --cuda-graph --no-tutorial --batch-size "$b" ${SMOKE:+--steps 3 --warmup 4} \
+    --json "$RES/speed-graph-b$b.json"
+  bench --archs sngan --loaders device --no-tutorial --batch-size "$b" ${SMOKE:+--steps 3 --warmup 4} \
+    --json "$RES/speed-compile-b$b.json"
+done
+# 4. compilation: cold (empty inductor cache) and warm start
+bench --archs sngan --skip-throughput --no-tutorial --compile-start ${SMOKE:+--batch-size 16} --json "$RES/compile-start.json"
+# 5. time to MNIST quality, cold start included: CUDA graph, then torch.compile
+bench --skip-throughput --no-tutorial --time-to-quality --cuda-graph --data-dir .gpuraw/mnist --split test \
+  --evaluator checkpoints/mnist "${ttq[@]}" --json "$RES/ttq-graph.json"
+bench --skip-throughput --no-tutorial --time-to-quality --data-dir .gpuraw/mnist --split test \
+  --evaluator checkpoints/mnist "${ttq[@]}" --json "$RES/ttq-compile.json"
+tar -C "$RES" -cf "$OUT/gpu-speed.tar" .
+"$PY" -m cgan.bench --summarize "$RES"
