@@ -279,10 +279,14 @@ def priority(summary: dict) -> list[tuple[str, str]]:
     for candidates in by_dataset.values():
         scored = [c for c in candidates if c[1]["evaluation"]]
         score = {id(c): 0 for c in scored}
+        def value(c: tuple[str, dict], key: str, sign: int) -> float:  # a missing number ranks last
+            v = c[1]["evaluation"].get(key)
+            return sign * v if isinstance(v, (int, float)) else float("inf")
+
         for key, sign in RANKED:
-            for rank, c in enumerate(sorted(scored, key=lambda c: sign * c[1]["evaluation"].get(key, sign * 1e9))):
+            for rank, c in enumerate(sorted(scored, key=lambda c: value(c, key, sign))):
                 score[id(c)] += rank
-        scored.sort(key=lambda c: (score[id(c)], c[1]["evaluation"].get("fd_ratio", 1e9)))
+        scored.sort(key=lambda c: (score[id(c)], value(c, "fd_ratio", 1)))
         rest = sorted((c for c in candidates if not c[1]["evaluation"]), key=lambda c: -c[1]["step"])
         queues.append([(name, e["folder"]) for name, e in scored + rest])
     order = []

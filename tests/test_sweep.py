@@ -157,3 +157,12 @@ def test_priority_lets_datasets_take_turns_and_no_single_metric_decide():
     order = [folder for _, folder in sweep.priority(summary)]
     assert order == ["exports/fa/step-0000001", "exports/em/step-0000005",  # each dataset's best first
                      "exports/fa/step-0000002", "exports/fb/step-0000004", "exports/fb/step-0000003"]
+
+
+def test_priority_ranks_a_missing_metric_last():
+    summary = {"runs": {"r": {"dataset": "mnist", "exports": [
+        {"folder": "exports/r/step-0000001", "step": 1,
+         "evaluation": {"fd_ratio": None, "conditional_ratio": 1.0, "worst_class_ratio": 0.9, "gan_train": None}},
+        {"folder": "exports/r/step-0000002", "step": 2,
+         "evaluation": {"fd_ratio": 2.0, "conditional_ratio": 1.0, "worst_class_ratio": 0.9, "gan_train": 0.9}}]}}}
+    assert [f for _, f in sweep.priority(summary)] == ["exports/r/step-0000002", "exports/r/step-0000001"]
