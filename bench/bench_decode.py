@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cgan.image_folder import FolderSource, decode_all, read_folder, scan_folder, workers  # noqa: E402
+from cgan.distributed import real_core_count  # noqa: E402
+from cgan.image_folder import FolderSource, decode_all, read_folder, scan_folder  # noqa: E402
 
 
 def write_folder(root: Path, n: int, side: int, classes: int = 10) -> None:
@@ -48,7 +49,7 @@ def main() -> int:
         fl = scan_folder(root)
         scan_s = time.perf_counter() - t
         for size, channels in ((64, 3), (32, 1)):
-            for threads in sorted({1, workers()}):
+            for threads in sorted({1, real_core_count()}):
                 _, index, timing = decode_all(fl, size, channels, progress=False, threads=threads)
                 assert len(index) == args.images
                 rows.append({"size": size, "channels": channels, "threads": threads,
@@ -64,7 +65,7 @@ def main() -> int:
         print(f"scan (stat only): {scan_s:.2f} s; a later run from the cache (scan + read): {cached_s:.2f} s")
     result = {"benchmark": "decode your own images", "images": args.images, "source_side": args.side,
               "rows": rows, "scan_seconds": round(scan_s, 3), "from_cache_seconds": round(cached_s, 3),
-              "cpu": platform.processor() or platform.machine(), "cores": workers(),
+              "cpu": platform.processor() or platform.machine(), "cores": real_core_count(),
               "pillow": Image.__version__, "date": time.strftime("%Y-%m-%d")}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -309,11 +309,8 @@ def summarize(folder: str) -> None:
 
 def speed_fields(args: argparse.Namespace, arch: str, device: torch.device) -> dict:
     """amp / channels_last / compile / compile_mode: what the command line says, else train.py's defaults."""
-    defaults = speed_defaults(arch, device.type, native_bf16(device))
-    fields = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
-    if fields["cuda_graph"] and args.compile is None:
-        fields["compile"] = False  # the graph replaces compilation
-    return fields
+    defaults = speed_defaults(arch, device.type, native_bf16(device), cuda_graph=bool(args.cuda_graph))
+    return {k: v if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

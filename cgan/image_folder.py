@@ -48,6 +48,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .data import Dataset, DatasetError, data_fingerprint, default_cache_dir, load_dataset
+from .distributed import real_core_count
 from .files import atomic_write, atomic_write_text
 
 FOLDER_DATASET = "folder"            # TrainConfig.dataset and checkpoint dataset.name of a folder run
@@ -356,13 +357,6 @@ def nearest_size(side: float) -> int:
     return min(IMAGE_SIZES, key=lambda s: (abs(s - side), -s))
 
 
-def workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
 def _progress(total: int, what: str, show: bool):
     from tqdm import tqdm
 
@@ -451,7 +445,7 @@ def choose_defaults(fl: FileList, src: FolderSource, progress: bool) -> tuple[in
         found = None
     if found is None:
         with _progress(len(fl.files), "reading image headers", progress) as bar, \
-                ThreadPoolExecutor(workers()) as pool:
+                ThreadPoolExecutor(real_core_count()) as pool:
             probes = []
             for p in pool.map(probe, (fl.root / f for f in fl.files), chunksize=64):
                 probes.append(p)
@@ -488,7 +482,7 @@ def decode_all(fl: FileList, size: int, channels: int, progress: bool,
         except Skip as e:
             reasons[i] = e.reason
 
-    threads = threads or workers()
+    threads = threads or real_core_count()
     t = time.perf_counter()
     with _progress(n, "decoding images", progress) as bar, ThreadPoolExecutor(threads) as pool:
         for done, _ in enumerate(pool.map(one, range(n), chunksize=16), start=1):

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoints import REAL_SAMPLES_FILE, list_checkpoints
+from .distributed import real_core_count
 from .files import atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -148,8 +149,7 @@ def run_side_by_side(commands: dict[str, list[str]], logs: dict[str, Path], dead
 
 
 def threads_each(runs: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(runs, 1))
+    return max(1, real_core_count() // max(runs, 1))
 
 
 # ---------------------------------------------------------------------------------------------- the sweep

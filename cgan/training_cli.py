@@ -170,9 +170,8 @@ def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
 def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSource | None = None) -> TrainConfig:
     defaults = recipe(args.arch, num_images)
     augment = {"auto": defaults["augment"], "none": ""}.get(args.augment, args.augment)
-    speed = speed_defaults(args.arch, args.device_type, args.native_bf16)
+    speed = speed_defaults(args.arch, args.device_type, args.native_bf16, cuda_graph=bool(args.cuda_graph))
     amp = speed["amp"] if args.amp is None else args.amp
-    cuda_graph = speed["cuda_graph"] if args.cuda_graph is None else args.cuda_graph
     own = {} if folder is None else {
         "image_folder": folder.image_folder, "labels_file": folder.labels_file, "image_size": folder.image_size,
         "channels": folder.channels, "holdout_fraction": folder.holdout_fraction}
@@ -186,8 +185,8 @@ def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSo
         augment=augment, ema_decay=args.ema_decay, seed=args.seed,
         amp=amp,  # --no-amp means the plain fp32 path: channels_last then only when asked for
         channels_last=speed["channels_last"] and amp if args.channels_last is None else args.channels_last,
-        compile=(speed["compile"] and not cuda_graph) if args.compile is None else args.compile,
-        cuda_graph=cuda_graph,
+        compile=speed["compile"] if args.compile is None else args.compile,
+        cuda_graph=speed["cuda_graph"],
         compile_mode=args.compile_mode or speed["compile_mode"],
         loader=args.loader, workers=args.workers, log_every=args.log_every, sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every, keep=args.keep)
