@@ -1,0 +1,133 @@
+"""Does `--balanced-classes` fix EMNIST's look-alike classes?
+`python bench/compare_balanced.py RUN_OR_CHECKPOINT... --data-dir DIR [--json FILE]`.
+
+Each argument is a run folder (every checkpoint in it is scored, oldest first) or one checkpoint /
+exported folder (the shipped `checkpoints/emnist`, as the reference). Everything is scored in this one
+process with the shipped EMNIST evaluator and the full EMNIST protocol of `cgan.evaluate`; GAN-train (4
+minutes a checkpoint on 2 cores) only for the last checkpoint of each argument unless `--gan-train all`.
+
+Besides the protocol's numbers it reports, for the classes ByMerge under-represents and the generator
+drifts away from (I, L, O, q, beside their frequent twins 1, 0, 9), each class's conditional-accuracy
+ratio and Fréchet-distance ratio, and the risk that oversampling brings: the fraction of that class's
+generated images that are near copies of a training image (closer than the protocol's memorization
+threshold), beside the same fraction for that class's held-out real images.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from cgan.checkpoints import is_checkpoint_folder, list_checkpoints
+from cgan.evaluate import REAL_SEED, evaluate_sampler, load_real_data, protocol_for, protocol_subsets
+from cgan.evaluator import load_evaluator
+from cgan.metrics import nearest_distances, pixels
+from cgan.sampler import load
+
+WATCHED = ("I", "L", "O", "q", "1", "0", "9")   # rare look-alikes, then the twins they collapse onto
+
+
+def checkpoints_of(path: Path) -> list[Path]:
+    """One folder for a checkpoint or an export, every checkpoint (oldest first) for a run folder."""
+    if is_checkpoint_folder(path):
+        return [path]
+    found = list_checkpoints(path)
+    if not found:
+        raise SystemExit(f"{path}: neither a checkpoint folder nor a run folder with checkpoints")
+    return found
+
+
+def class_near_copies(sampler, real, splits, protocol, names) -> dict:
+    """Per watched class: the fraction of its generated images (the protocol's per-class count) that are
+    near copies of a GAN-training image, beside the same fraction for the class's held-out real images.
+    "Near" is the protocol's memorization threshold (the 1% quantile of its held-out sample's distances),
+    the same for every class: simple shapes (1, I, L) sit close to a training image even when unseen, so
+    the per-class real fraction, not 1%, is the reference."""
+    g = torch.Generator().manual_seed(REAL_SEED + 5)
+    held = splits.heldout[torch.randperm(len(splits.heldout), generator=g)[:protocol.memorization_max]]
+    train = pixels(real.gan_train_images)
+    threshold = float(torch.quantile(nearest_distances(pixels(real.heldout_images[held]), train), 0.01))
+    out = {}
+    for name in WATCHED:
+        k = names.index(name)
+        images, _ = sampler.sample([k], protocol.per_class, seed=protocol.seed)
+        held_k = splits.heldout[real.heldout_labels[splits.heldout] == k]
+        gen_d = nearest_distances(pixels(torch.as_tensor(images)), train)
+        held_d = nearest_distances(pixels(real.heldout_images[held_k]), train)
+        out[name] = {"generated": float((gen_d <= threshold).float().mean()),
+                     "heldout": float((held_d <= threshold).float().mean()), "num_heldout": int(len(held_k))}
+    return out
+
+
+def score(folder: Path, evaluator, real, protocol) -> dict:
+    sampler = load(folder)
+    r = evaluate_sampler(sampler, evaluator, real, protocol)
+    cond, fd = r["conditional_accuracy"], r["frechet"]
+    row = {
+        "checkpoint": str(folder), "step": sampler.meta["step"],
+        "balanced_classes": bool(sampler.meta["config"].get("balanced_classes", False)),
+        "batch": sampler.meta["config"]["batch_size"], "seed": sampler.meta["config"]["seed"],
+        "cond": cond["ratio"], "worst_class": cond["worst_class"],
+        "cond_class": {k: cond["per_class_ratio"][k] for k in WATCHED},
+        "fd": fd["generated"], "fd_floor": fd["floor"], "fd_ratio": fd["ratio"],
+        "fd_class_max": fd["per_class_max_ratio"],
+        "fd_class": {k: fd["per_class"][k]["ratio"] for k in WATCHED},
+        "precision": r["precision_recall"]["generated"]["precision"],
+        "recall": r["precision_recall"]["generated"]["recall"],
+        "near_copies": r["memorization"]["generated_near_copy_fraction"],
+        "near_copies_heldout": r["memorization"]["heldout_near_copy_fraction"],
+        "near_copies_class": class_near_copies(sampler, real, protocol_subsets(real, protocol), protocol,
+                                               evaluator.class_names),
+        "gan_train": r["gan_train"]["accuracy"] if r.get("gan_train") else None,
+    }
+    return row
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--evaluator", default="checkpoints/emnist")
+    p.add_argument("--gan-train", choices=("last", "all", "none"), default="last")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    evaluator = load_evaluator(args.evaluator)
+    real = load_real_data(evaluator, args.data_dir, gan_split="test")
+    full = protocol_for("emnist")
+    rows = []
+    for run in args.runs:
+        folders = checkpoints_of(run)
+        for i, folder in enumerate(folders):
+            with_gt = args.gan_train == "all" or (args.gan_train == "last" and i == len(folders) - 1)
+            protocol = full if with_gt else replace(full, gan_train_epochs=0)
+            rows.append({"run": str(run), **score(folder, evaluator, real, protocol)})
+            print(json.dumps(rows[-1]), flush=True)
+            if args.json:  # after every row: a long comparison keeps what it measured if it is stopped
+                Path(args.json).write_text(json.dumps({"protocol": asdict(full), "watched": WATCHED,
+                                                       "rows": rows}, indent=2))
+
+    head = " | ".join(f"{k}" for k in WATCHED)
+    print(f"\n| run | step | balanced | cond. ratio | worst class | {head} (cond. ratio) | FD / floor | "
+          f"worst class FD | I, L, O, q FD / floor | precision | recall | near copies: all (I, L, O, q generated / held-out) | GAN-train |")
+    print("|---" * 13 + "|")
+    for r in rows:
+        cls = ", ".join(f"{r['cond_class'][k]:.2f}" for k in WATCHED)
+        fdc = ", ".join(f"{r['fd_class'][k]:.1f}" for k in ("I", "L", "O", "q"))
+        nc = ", ".join(f"{r['near_copies_class'][k]['generated']:.2f}/{r['near_copies_class'][k]['heldout']:.2f}"
+                       for k in ("I", "L", "O", "q"))
+        gt = f"{r['gan_train']:.4f}" if r["gan_train"] is not None else ""
+        print(f"| {Path(r['run']).name} | {r['step']:,} | {'yes' if r['balanced_classes'] else 'no'} | "
+              f"{r['cond']:.3f} | {r['worst_class']['class']} {r['worst_class']['ratio']:.2f} | {cls} | "
+              f"{r['fd_ratio']:.1f}x | {r['fd_class_max']:.1f}x | {fdc} | {r['precision']:.3f} | "
+              f"{r['recall']:.3f} | {r['near_copies']:.3f} ({nc}) | {gt} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
