@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from cgan.checkpoints import is_checkpoint_folder, list_checkpoints
-from cgan.evaluate import REAL_SEED, evaluate_sampler, load_real_data, protocol_for, protocol_subsets
+from cgan.evaluate import evaluate_sampler, load_real_data, protocol_for, protocol_subsets
 from cgan.evaluator import load_evaluator
 from cgan.metrics import nearest_distances, pixels
 from cgan.sampler import load
@@ -43,33 +43,36 @@ def checkpoints_of(path: Path) -> list[Path]:
     return found
 
 
-def class_near_copies(sampler, real, splits, protocol, names) -> dict:
+class ClassNearCopies:
     """Per watched class: the fraction of its generated images (the protocol's per-class count) that are
     near copies of a GAN-training image, beside the same fraction for the class's held-out real images.
-    "Near" is the protocol's memorization threshold (the 1% quantile of its held-out sample's distances),
+    "Near" is the protocol's memorization threshold (`cgan.evaluate` reports it as ``copy_threshold``),
     the same for every class: simple shapes (1, I, L) sit close to a training image even when unseen, so
-    the per-class real fraction, not 1%, is the reference."""
-    g = torch.Generator().manual_seed(REAL_SEED + 5)
-    held = splits.heldout[torch.randperm(len(splits.heldout), generator=g)[:protocol.memorization_max]]
-    train = pixels(real.gan_train_images)
-    threshold = float(torch.quantile(nearest_distances(pixels(real.heldout_images[held]), train), 0.01))
-    out = {}
-    for name in WATCHED:
-        k = names.index(name)
-        images, _ = sampler.sample([k], protocol.per_class, seed=protocol.seed)
-        held_k = splits.heldout[real.heldout_labels[splits.heldout] == k]
-        gen_d = nearest_distances(pixels(torch.as_tensor(images)), train)
-        held_d = nearest_distances(pixels(real.heldout_images[held_k]), train)
-        out[name] = {"generated": float((gen_d <= threshold).float().mean()),
-                     "heldout": float((held_d <= threshold).float().mean()), "num_heldout": int(len(held_k))}
-    return out
+    the per-class real fraction, not 1%, is the reference. The real side is computed once per process."""
+
+    def __init__(self, real, protocol, names):
+        self.protocol, self.train = protocol, pixels(real.gan_train_images)
+        self.classes = {name: names.index(name) for name in WATCHED}
+        held = protocol_subsets(real, protocol).heldout
+        self.heldout = {name: nearest_distances(pixels(real.heldout_images[held[real.heldout_labels[held] == k]]),
+                                                self.train) for name, k in self.classes.items()}
+
+    def __call__(self, sampler, threshold: float) -> dict:
+        out = {}
+        for name, k in self.classes.items():
+            images, _ = sampler.sample([k], self.protocol.per_class, seed=self.protocol.seed)
+            gen_d = nearest_distances(pixels(torch.as_tensor(images)), self.train)
+            held_d = self.heldout[name]
+            out[name] = {"generated": float((gen_d <= threshold).float().mean()),
+                         "heldout": float((held_d <= threshold).float().mean()), "num_heldout": len(held_d)}
+        return out
 
 
-def score(folder: Path, evaluator, real, protocol) -> dict:
+def score(folder: Path, evaluator, real, protocol, near_copies: ClassNearCopies) -> dict:
     sampler = load(folder)
     r = evaluate_sampler(sampler, evaluator, real, protocol)
     cond, fd = r["conditional_accuracy"], r["frechet"]
-    row = {
+    return {
         "checkpoint": str(folder), "step": sampler.meta["step"],
         "balanced_classes": bool(sampler.meta["config"].get("balanced_classes", False)),
         "batch": sampler.meta["config"]["batch_size"], "seed": sampler.meta["config"]["seed"],
@@ -82,11 +85,9 @@ def score(folder: Path, evaluator, real, protocol) -> dict:
         "recall": r["precision_recall"]["generated"]["recall"],
         "near_copies": r["memorization"]["generated_near_copy_fraction"],
         "near_copies_heldout": r["memorization"]["heldout_near_copy_fraction"],
-        "near_copies_class": class_near_copies(sampler, real, protocol_subsets(real, protocol), protocol,
-                                               evaluator.class_names),
+        "near_copies_class": near_copies(sampler, r["memorization"]["copy_threshold"]),
         "gan_train": r["gan_train"]["accuracy"] if r.get("gan_train") else None,
     }
-    return row
 
 
 def main() -> int:
@@ -100,13 +101,14 @@ def main() -> int:
     evaluator = load_evaluator(args.evaluator)
     real = load_real_data(evaluator, args.data_dir, gan_split="test")
     full = protocol_for("emnist")
+    near_copies = ClassNearCopies(real, full, evaluator.class_names)
     rows = []
     for run in args.runs:
         folders = checkpoints_of(run)
         for i, folder in enumerate(folders):
             with_gt = args.gan_train == "all" or (args.gan_train == "last" and i == len(folders) - 1)
             protocol = full if with_gt else replace(full, gan_train_epochs=0)
-            rows.append({"run": str(run), **score(folder, evaluator, real, protocol)})
+            rows.append({"run": str(run), **score(folder, evaluator, real, protocol, near_copies)})
             print(json.dumps(rows[-1]), flush=True)
             if args.json:  # after every row: a long comparison keeps what it measured if it is stopped
                 Path(args.json).write_text(json.dumps({"protocol": asdict(full), "watched": WATCHED,
