@@ -245,10 +245,20 @@ class SNGANDiscriminator(nn.Module):
         self.embed = spectral_norm(nn.Linear(num_classes, c4, bias=False))
         self.stem = nn.Sequential(spectral_norm(nn.Conv2d(channels, c1, 4, 2, 1)), act) if stages == 3 else None
 
-    def forward(self, x, y):
+    def forward(self, x, y, y_more=None):
+        """Logits of (x, y); with ``y_more``, also the logits of the first len(y_more) images paired with
+        those labels, from the same features: the matching-aware term's "real image, wrong label" then costs
+        one embedding product instead of a second pass through the convolutions."""
         h = self.features(x if self.stem is None else self.stem(x)).sum(dim=(2, 3))
-        c = class_weights(y, self.num_classes, h.dtype)
-        return self.linear(h).squeeze(1) + (self.embed(c) * h).sum(dim=1)
+        unconditional = self.linear(h).squeeze(1)
+        logits = unconditional + self._projection(h, y)
+        if y_more is None:
+            return logits
+        n = len(y_more)
+        return logits, unconditional[:n] + self._projection(h[:n], y_more)
+
+    def _projection(self, h, y):
+        return (self.embed(class_weights(y, self.num_classes, h.dtype)) * h).sum(dim=1)
 
 
 @dataclass(frozen=True)
@@ -264,13 +274,15 @@ class Architecture:
     description: str
     cpu_bf16: bool = False            # bf16 + channels_last by default on CPUs with native bf16 (measured faster,
                                       # same quality; see speed_defaults)
+    scores_more_labels: bool = False  # D(x, y, y_more) also scores other labels from the same features
 
 
 AUTO_AUGMENT_MAX_IMAGES = 20_000      # "small": DiffAugment by default only where data is scarce
 
 ARCHITECTURES = {
     "sngan": Architecture(SNGANGenerator, SNGANDiscriminator, 32, 64, "hinge", True,
-                          "default: conditional-BN conv G, spectral-norm projection D", cpu_bf16=True),
+                          "default: conditional-BN conv G, spectral-norm projection D", cpu_bf16=True,
+                          scores_more_labels=True),
     "dcgan": Architecture(DCGANGenerator, DCGANDiscriminator, 64, 64, "bce", False,
                           "tutorial conv CGAN: transposed convs + BN; labels as extra D input channels",
                           cpu_bf16=True),

@@ -38,7 +38,7 @@ from .distributed import DistInfo, all_reduce_mean
 from .files import atomic_write_text
 from .images import from_uint8, make_grid, save_png, to_uint8
 from .losses import discriminator_loss, generator_loss
-from .networks import build_discriminator, build_generator
+from .networks import ARCHITECTURES, build_discriminator, build_generator
 from .plots import plot_losses
 from .runs import LOSS_FILE, create_loss_log, repair_loss_log
 from .sampler import latents
@@ -201,6 +201,8 @@ class Trainer:
         self.policy = parse_policy(cfg.augment)
         # D without batch statistics scores real and fake in one forward pass (same result, half the launches).
         self.d_joint = not any(isinstance(m, _BatchNorm) for m in self.D.modules())
+        # A projection D scores the matching-aware term's wrong labels from the real images' features.
+        self.d_scores_more_labels = ARCHITECTURES[cfg.arch].scores_more_labels
         self.rng = torch.Generator(device=device)
         self.progress = Progress()
         if cfg.balanced_classes:
@@ -292,12 +294,17 @@ class Trainer:
                 fake = self.G_fwd(z, y_fake)
             real = self._augment(from_uint8(x_u8).contiguous(memory_format=self.memory_format))
             fake = self._augment(fake.float())
-            if self.d_joint:
+            wrong_logits = None
+            if self.d_joint and cfg.mismatch_weight > 0 and self.d_scores_more_labels:
+                logits, wrong_logits = self.D_fwd(torch.cat([real, fake]), torch.cat([y, y_fake]), y_wrong)
+                real_logits, fake_logits = logits[:b], logits[b:]
+            elif self.d_joint:
                 logits = self.D_fwd(torch.cat([real, fake]), torch.cat([y, y_fake]))
                 real_logits, fake_logits = logits[:b], logits[b:]
             else:
                 real_logits, fake_logits = self.D_fwd(real, y), self.D_fwd(fake, y_fake)
-            wrong_logits = self.D_fwd(real, y_wrong) if cfg.mismatch_weight > 0 else None
+            if cfg.mismatch_weight > 0 and wrong_logits is None:
+                wrong_logits = self.D_fwd(real, y_wrong)
             loss = discriminator_loss(cfg.loss, real_logits.float(), fake_logits.float(),
                                       None if wrong_logits is None else wrong_logits.float(),
                                       cfg.mismatch_weight, cfg.label_smoothing)

@@ -143,3 +143,37 @@ def test_train_py_uses_bf16_by_default_where_the_cpu_has_it_and_no_amp_opts_out(
     assert main(["--resume", str(tmp_path / "fp32"), "--steps", "2", "--data-dir", str(mnist_dir), "--no-progress"]) == 0
     meta = json.loads((tmp_path / "fp32" / "checkpoints" / "step-0000002" / "checkpoint.json").read_text())
     assert meta["config"]["amp"] is False
+
+
+def test_the_projection_d_scores_wrong_labels_from_the_same_features():
+    """D(x, y, y_more): the matching-aware term's wrong labels are scored from the features of the real images
+    already computed, identical to a second call (eval mode: no power-iteration update between calls); at 64
+    px too, with class weights as well as indices."""
+    from cgan.networks import build_discriminator
+
+    torch.manual_seed(0)
+    for size in (28, 64):
+        D = build_discriminator("sngan", 5, 1, size, 8).eval()
+        x, y = torch.randn(6, 1, size, size), torch.randint(5, (6,))
+        for more in (torch.randint(5, (4,)), torch.softmax(torch.randn(4, 5), dim=1)):
+            with torch.no_grad():
+                logits, more_logits = D(x, y, more)
+                assert torch.equal(logits, D(x, y))
+                torch.testing.assert_close(more_logits, D(x[:4], more), rtol=1e-6, atol=1e-6)
+
+
+def test_a_matching_aware_sngan_step_runs_the_convolutions_once_and_learns_the_term(mnist_dir):
+    """With --mismatch-weight, a D step of the default arch passes real and fake through the convolutions
+    once (not twice as before), and the wrong-label term still trains D: the same step without it ends with
+    other weights."""
+    ds = load_dataset("mnist", "train", mnist_dir)
+    cfg = TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=3, mismatch_weight=0.5)
+    matching, plain = Trainer(cfg, ds, CPU), Trainer(replace(cfg, mismatch_weight=0.0), ds, CPU)
+    passes = []
+    matching.D.features.register_forward_hook(lambda m, i, o: passes.append(len(i[0])))
+    matching.iteration()
+    plain.iteration()
+    assert passes == [32, 16]  # D step: real + fake together; G step: fake
+    assert not torch.equal(matching.D.embed.parametrizations.weight.original,
+                           plain.D.embed.parametrizations.weight.original)
+    assert torch.isfinite(torch.stack([p.sum() for p in matching.D.parameters()])).all()
