@@ -125,9 +125,13 @@ def test_sigterm_stops_with_a_checkpoint_and_the_resume_is_bitwise_the_uninterru
     assert read_status(run)["state"] == "finished" and read_status(run)["step"] == s + 6
 
 
-def test_sigint_in_process_stops_cleanly_restores_the_handlers_and_a_second_one_interrupts(tmp_path, mnist_dir):
+def test_sigint_in_process_stops_cleanly_restores_the_handlers_and_a_second_one_interrupts(tmp_path, mnist_dir,
+                                                                                          request):
     """cli.main in this process: the first Ctrl-C (SIGINT) stops at the next step with exit code 0 and the
     handlers in place before are back afterwards; a second SIGINT while stopping raises KeyboardInterrupt."""
+    # Python's own Ctrl-C handler, whatever an earlier test in this process left installed
+    original = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, original))
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     run = tmp_path / "run"
     done = threading.Event()
