@@ -9,6 +9,8 @@ from .image_folder import FOLDER_DATASET, IMAGE_SIZES
 from .losses import LOSSES
 from .networks import ARCHITECTURES
 
+MISMATCH_LABELS = ("uniform", "hardest")
+
 
 @dataclass
 class TrainConfig:
@@ -39,6 +41,8 @@ class TrainConfig:
     d_steps: int = 1
     label_smoothing: float = 0.0         # one-sided: real target 1 - s (bce only)
     mismatch_weight: float = 0.0         # weight of "real image, wrong label" as a fake
+    mismatch_labels: str = "uniform"     # which wrong label: "uniform" (any, equally often) or "hardest"
+                                         # (the one D scores highest for that image; projection D only)
     augment: str = ""                    # DiffAugment policy, e.g. "translation,cutout"
     ema_decay: float = 0.999
     seed: int = 0
@@ -77,6 +81,14 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
             (self.label_smoothing == 0 or self.loss == "bce", "--label-smoothing applies to the bce loss only"),
             (self.mismatch_weight >= 0, "--mismatch-weight must be >= 0"),
+            (self.mismatch_labels in MISMATCH_LABELS,
+             f"unknown --mismatch-labels {self.mismatch_labels!r}; choose one of: {', '.join(MISMATCH_LABELS)}"),
+            (self.mismatch_labels != "hardest" or self.mismatch_weight > 0,
+             "--mismatch-labels hardest picks the wrong labels of the matching-aware term: give it a weight too "
+             "(--mismatch-weight 0.5)"),
+            (self.mismatch_labels != "hardest" or ARCHITECTURES.get(self.arch, ARCHITECTURES["sngan"]).scores_more_labels,
+             "--mismatch-labels hardest needs a discriminator that scores every label at once: use --arch "
+             + ", ".join(k for k, v in ARCHITECTURES.items() if v.scores_more_labels) + " or --mismatch-labels uniform"),
             (0 <= self.ema_decay < 1, "--ema-decay must be in [0, 1)"),
             (self.log_every >= 1 and self.checkpoint_every >= 1, "--log-every and --checkpoint-every must be >= 1"),
             (self.sample_every >= 0, "--sample-every must be >= 0"),

@@ -245,13 +245,17 @@ class SNGANDiscriminator(nn.Module):
         self.embed = spectral_norm(nn.Linear(num_classes, c4, bias=False))
         self.stem = nn.Sequential(spectral_norm(nn.Conv2d(channels, c1, 4, 2, 1)), act) if stages == 3 else None
 
-    def forward(self, x, y, y_more=None):
+    def forward(self, x, y, y_more=None, hardest_wrong=0):
         """Logits of (x, y); with ``y_more``, also the logits of the first len(y_more) images paired with
         those labels, from the same features: the matching-aware term's "real image, wrong label" then costs
-        one embedding product instead of a second pass through the convolutions."""
+        one embedding product instead of a second pass through the convolutions. With ``hardest_wrong`` = n
+        instead, the first n images are paired with the wrong label this D scores highest for each of them:
+        the class it takes the image for after its own (a hard negative)."""
         h = self.features(x if self.stem is None else self.stem(x)).sum(dim=(2, 3))
         unconditional = self.linear(h).squeeze(1)
         logits = unconditional + self._projection(h, y)
+        if hardest_wrong:
+            y_more = self.hardest_wrong_labels(h[:hardest_wrong], y[:hardest_wrong])
         if y_more is None:
             return logits
         n = len(y_more)
@@ -259,6 +263,14 @@ class SNGANDiscriminator(nn.Module):
 
     def _projection(self, h, y):
         return (self.embed(class_weights(y, self.num_classes, h.dtype)) * h).sum(dim=1)
+
+    @torch.no_grad()
+    def hardest_wrong_labels(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """For features h of images labelled y (indices), the wrong label with the highest projection score.
+        The unconditional part of the logit is the same for every label, so the projection decides."""
+        scores = h @ self.embed.weight.to(h.dtype)  # (n, num_classes): <embed(c), h> for every class c
+        right = class_weights(y, self.num_classes, torch.bool)
+        return scores.masked_fill(right, float("-inf")).argmax(dim=1)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import distributed
 from .checkpoints import (MAX_PARAMETERS, REAL_SAMPLES_FILE, CheckpointError, allocation_error, latest_checkpoint,
                           read_meta)
-from .config import TrainConfig
+from .config import MISMATCH_LABELS, TrainConfig
 from .data import DATASETS, EMNIST_SPLITS, SPLITS, DatasetError, data_fingerprint, load_dataset
 from .files import atomic_write_text
 from .image_folder import (DEFAULT_HOLDOUT_FRACTION, FOLDER_DATASET, IMAGE_SIZES, MIN_CLASS_IMAGES, FolderSource,
@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mismatch-weight", type=float, default=d.mismatch_weight,
                    help="weight of the matching-aware term: D also rejects real images paired with a wrong "
                         "label (default %(default)s)")
+    g.add_argument("--mismatch-labels", choices=MISMATCH_LABELS, default=d.mismatch_labels,
+                   help="the wrong label of the matching-aware term: uniform (any, equally often) or hardest "
+                        "(the one D scores highest for that image: the class it confuses the image with; "
+                        "sngan only) (default %(default)s)")
     g.add_argument("--augment", default="auto",
                    help="DiffAugment policy: comma-separated from translation,cutout; 'none'; or 'auto' "
                         "(translation,cutout for " + ", ".join(k for k, v in ARCHITECTURES.items() if v.auto_augment) +
@@ -182,6 +186,7 @@ def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSo
         g_width=args.g_width or defaults["g_width"], d_width=args.d_width or defaults["d_width"],
         steps=0, batch_size=args.batch_size, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1, beta2=args.beta2,
         d_steps=args.d_steps, label_smoothing=args.label_smoothing, mismatch_weight=args.mismatch_weight,
+        mismatch_labels=args.mismatch_labels,
         augment=augment, ema_decay=args.ema_decay, seed=args.seed,
         amp=amp,  # --no-amp means the plain fp32 path: channels_last then only when asked for
         channels_last=speed["channels_last"] and amp if args.channels_last is None else args.channels_last,

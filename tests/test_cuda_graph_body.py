@@ -36,7 +36,9 @@ def state(t: Trainer) -> dict:
     TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=4, d_steps=2, amp=True, channels_last=True),
     TrainConfig(arch="mlp", loss="bce", g_width=16, d_width=16, z_dim=8, batch_size=16, mismatch_weight=1.0),
     TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=6, mismatch_weight=0.5),
-], ids=["sngan-augment", "sngan-2dsteps-bf16", "mlp-dropout", "sngan-matching-aware"])
+    TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=7, mismatch_weight=0.5,
+                mismatch_labels="hardest"),
+], ids=["sngan-augment", "sngan-2dsteps-bf16", "mlp-dropout", "sngan-matching-aware", "sngan-hardest-wrong"])
 def test_the_fixed_buffer_body_is_the_plain_iteration_bit_for_bit(mnist_dir, cfg):
     ds = load_dataset("mnist", "train", mnist_dir)  # 96 images, 6 batches of 16: 8 steps cross epochs
     plain, static = Trainer(cfg, ds, CPU), Trainer(replace(cfg, cuda_graph=True), ds, CPU)

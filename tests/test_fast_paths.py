@@ -177,3 +177,39 @@ def test_a_matching_aware_sngan_step_runs_the_convolutions_once_and_learns_the_t
     assert not torch.equal(matching.D.embed.parametrizations.weight.original,
                            plain.D.embed.parametrizations.weight.original)
     assert torch.isfinite(torch.stack([p.sum() for p in matching.D.parameters()])).all()
+
+
+def test_the_hardest_wrong_label_is_the_one_d_scores_highest_and_never_the_right_one():
+    """hardest_wrong=n pairs each of the first n images with the wrong label D itself scores highest: the same
+    label a brute-force search over D(x, c) for every wrong c finds, and the same logit."""
+    from cgan.networks import build_discriminator
+
+    torch.manual_seed(1)
+    K = 7
+    for size in (28, 64):
+        D = build_discriminator("sngan", K, 1, size, 8).eval()
+        x, y = torch.randn(10, 1, size, size), torch.randint(K, (10,))
+        with torch.no_grad():
+            logits, hard_logits = D(x, y, hardest_wrong=6)
+            assert torch.equal(logits, D(x, y)) and hard_logits.shape == (6,)
+            every = torch.stack([D(x[:6], torch.full((6,), c)) for c in range(K)], dim=1)  # (6, K)
+            every[torch.arange(6), y[:6]] = float("-inf")
+            torch.testing.assert_close(hard_logits, every.max(dim=1).values, rtol=1e-5, atol=1e-5)
+            h = D.features(x if D.stem is None else D.stem(x)).sum(dim=(2, 3))
+            chosen = D.hardest_wrong_labels(h[:6], y[:6])
+            assert torch.equal(chosen, every.argmax(dim=1)) and not (chosen == y[:6]).any()
+
+
+def test_hardest_wrong_labels_train_d_in_one_pass_and_differ_from_uniform_ones(mnist_dir):
+    """--mismatch-labels hardest: still one pass of real + fake through the convolutions per D step, and a
+    different wrong-label term from the uniform one (the same step ends with other D weights)."""
+    ds = load_dataset("mnist", "train", mnist_dir)
+    cfg = TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=3, mismatch_weight=0.5)
+    hardest, uniform = Trainer(replace(cfg, mismatch_labels="hardest"), ds, CPU), Trainer(cfg, ds, CPU)
+    passes = []
+    hardest.D.features.register_forward_hook(lambda m, i, o: passes.append(len(i[0])))
+    out = hardest.iteration()
+    uniform.iteration()
+    assert passes == [32, 16] and torch.isfinite(out).all()
+    assert not torch.equal(hardest.D.embed.parametrizations.weight.original,
+                           uniform.D.embed.parametrizations.weight.original)

@@ -647,6 +647,8 @@ HOSTILE_CONFIG = [
     ("seed", "0", "seed (--seed) must be an integer"),
     ("loss", ["hinge"], "loss (--loss) must be a string"),
     ("workers", -1, "--workers must be >= 0"),
+    ("mismatch_labels", "worst", "unknown --mismatch-labels 'worst'; choose one of: uniform, hardest"),
+    ("mismatch_labels", "hardest", "give it a weight too (--mismatch-weight 0.5)"),
     ("__class__", "x", "unknown config fields"),
 ]
 

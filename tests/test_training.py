@@ -101,6 +101,9 @@ def test_clear_errors_for_bad_options(tmp_path, mnist_dir, capsys):
     base = ["--dataset", "mnist", "--data-dir", str(mnist_dir), "--steps", "1", "--out", str(tmp_path / "x"), *TINY]
     assert train(base + ["--label-smoothing", "0.1", "--loss", "hinge"]) == 2
     assert "bce loss only" in capsys.readouterr().err
+    assert train(base + ["--arch", "dcgan", "--mismatch-weight", "1", "--mismatch-labels", "hardest"]) == 2
+    assert "use --arch sngan or --mismatch-labels uniform" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
     assert train(["--dataset", "mnist", "--data-dir", str(tmp_path / "nowhere"), "--steps", "1"]) == 2
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -111,7 +114,7 @@ def test_help_documents_every_option():
     out = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, capture_output=True, text=True).stdout
     for opt in ["--dataset", "--data-dir", "--split", "--emnist-split", "--arch", "--loss", "--epochs", "--steps",
                 "--batch-size", "--lr-g", "--lr-d", "--z-dim", "--seed", "--out", "--resume", "--device",
-                "--sample-every", "--checkpoint-every", "--keep", "--mismatch-weight", "--label-smoothing"]:
+                "--sample-every", "--checkpoint-every", "--keep", "--mismatch-weight", "--mismatch-labels", "--label-smoothing"]:
         assert opt in out
 
 
