@@ -1,4 +1,5 @@
-"""Which training recipe fixes EMNIST's look-alike classes (`--balanced-classes`, `--mismatch-weight`)?
+"""Which training recipe fixes EMNIST's look-alike classes (`--balanced-classes`, `--mismatch-weight`,
+`--mismatch-labels`)?
 `python bench/compare_emnist_recipes.py RUN_OR_CHECKPOINT... --data-dir DIR [--steps 1000,4000] [--json FILE]`.
 
 Each argument is a run folder (every checkpoint in it is scored, oldest first) or one checkpoint /
@@ -82,7 +83,8 @@ class WatchedClasses:
 def recipe(config: dict) -> str:
     """The knobs this comparison is about, in words: "plain", "balanced", "mismatch 0.5", ..."""
     parts = (["balanced"] if config.get("balanced_classes") else []) + (
-        [f"mismatch {config['mismatch_weight']:g}"] if config.get("mismatch_weight") else [])
+        [f"mismatch {config['mismatch_weight']:g}" + (" hardest" if config.get("mismatch_labels") == "hardest" else "")]
+        if config.get("mismatch_weight") else [])
     return " + ".join(parts) or "plain"
 
 
@@ -95,6 +97,7 @@ def score(folder: Path, evaluator, real, protocol, watched: WatchedClasses) -> d
         "checkpoint": str(folder), "step": sampler.meta["step"], "recipe": recipe(config),
         "balanced_classes": bool(config.get("balanced_classes", False)),
         "mismatch_weight": float(config.get("mismatch_weight", 0.0)),
+        "mismatch_labels": config.get("mismatch_labels", "uniform"),
         "batch": config["batch_size"], "seed": config["seed"],
         "cond": cond["ratio"], "worst_class": cond["worst_class"],
         "cond_class": {k: cond["per_class_ratio"][k] for k in WATCHED},
