@@ -141,7 +141,7 @@ def main() -> int:
                 Path(args.json).write_text(json.dumps({"protocol": asdict(full), "watched": WATCHED,
                                                        "rows": rows}, indent=2))
 
-    head = " | ".join(f"{k}" for k in WATCHED)
+    head = ", ".join(WATCHED)
     print(f"\n| run | step | recipe | cond. ratio | worst class | {head} (cond. ratio) | FD / floor | "
           f"worst class FD | I, L, O, q FD / floor | precision | recall | near copies: all (I, L, O, q generated / held-out) | q taken for | GAN-train |")
     print("|---" * 14 + "|")
