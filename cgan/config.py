@@ -86,7 +86,8 @@ class TrainConfig:
             (self.mismatch_labels != "hardest" or self.mismatch_weight > 0,
              "--mismatch-labels hardest picks the wrong labels of the matching-aware term: give it a weight too "
              "(--mismatch-weight 0.5)"),
-            (self.mismatch_labels != "hardest" or ARCHITECTURES.get(self.arch, ARCHITECTURES["sngan"]).scores_more_labels,
+            (self.mismatch_labels != "hardest" or self.arch not in ARCHITECTURES  # (unknown arch: reported above)
+             or ARCHITECTURES[self.arch].scores_more_labels,
              "--mismatch-labels hardest needs a discriminator that scores every label at once: use --arch "
              + ", ".join(k for k, v in ARCHITECTURES.items() if v.scores_more_labels) + " or --mismatch-labels uniform"),
             (0 <= self.ema_decay < 1, "--ema-decay must be in [0, 1)"),

@@ -295,11 +295,9 @@ class Trainer:
             real = self._augment(from_uint8(x_u8).contiguous(memory_format=self.memory_format))
             fake = self._augment(fake.float())
             wrong_logits = None
-            if self.d_joint and cfg.mismatch_weight > 0 and cfg.mismatch_labels == "hardest":
-                logits, wrong_logits = self.D_fwd(torch.cat([real, fake]), torch.cat([y, y_fake]), hardest_wrong=b)
-                real_logits, fake_logits = logits[:b], logits[b:]
-            elif self.d_joint and cfg.mismatch_weight > 0 and self.d_scores_more_labels:
-                logits, wrong_logits = self.D_fwd(torch.cat([real, fake]), torch.cat([y, y_fake]), y_wrong)
+            if self.d_joint and cfg.mismatch_weight > 0 and self.d_scores_more_labels:
+                wrong = {"hardest_wrong": b} if cfg.mismatch_labels == "hardest" else {"y_more": y_wrong}
+                logits, wrong_logits = self.D_fwd(torch.cat([real, fake]), torch.cat([y, y_fake]), **wrong)
                 real_logits, fake_logits = logits[:b], logits[b:]
             elif self.d_joint:
                 logits = self.D_fwd(torch.cat([real, fake]), torch.cat([y, y_fake]))
