@@ -9,7 +9,7 @@ process with the shipped EMNIST evaluator and the full EMNIST protocol of `cgan.
 minutes a checkpoint on 2 cores) only for the last checkpoint of each argument unless `--gan-train all`.
 
 Besides the protocol's numbers it reports, for the classes ByMerge under-represents and the generator
-drifts away from (I, L, O, q, beside their frequent twins 1, 0, 9), each class's conditional-accuracy
+drifts away from (I, L, O, q, and f, which hardest wrong labels made worse, beside the frequent twins 1, 0, 9), each class's conditional-accuracy
 ratio and Fréchet-distance ratio, and the risk that oversampling brings: the fraction of that class's
 generated images that are near copies of a training image (closer than the protocol's memorization
 threshold), beside the same fraction for that class's held-out real images; and what the evaluator takes
@@ -35,7 +35,7 @@ from cgan.evaluator import load_evaluator
 from cgan.metrics import nearest_distances, pixels
 from cgan.sampler import load
 
-WATCHED = ("I", "L", "O", "q", "1", "0", "9")   # rare look-alikes, then the twins they collapse onto
+WATCHED = ("I", "L", "O", "q", "f", "1", "0", "9")   # rare look-alikes (f: the one hard labels hurt), then twins
 CLASS_TARGET = 0.90                              # every class's conditional accuracy >= 0.90 of its ceiling
 
 
@@ -147,9 +147,9 @@ def main() -> int:
 
     head = ", ".join(WATCHED)
     print(f"\n| run | step | recipe | cond. ratio | worst class | {head} (cond. ratio) | FD / floor | "
-          f"worst class FD | I, L, O, q FD / floor | precision | recall | near copies: all (I, L, O, q generated / held-out) | q taken for | "
+          f"worst class FD | I, L, O, q FD / floor | precision | recall | near copies: all (I, L, O, q generated / held-out) | q taken for | f taken for | "
           f"classes under {CLASS_TARGET:.2f} of ceiling | GAN-train |")
-    print("|---" * 15 + "|")
+    print("|---" * 16 + "|")
     for r in rows:
         cls = ", ".join(f"{r['cond_class'][k]:.2f}" for k in WATCHED)
         fdc = ", ".join(f"{r['fd_class'][k]:.1f}" for k in ("I", "L", "O", "q"))
@@ -158,11 +158,12 @@ def main() -> int:
         gt = f"{r['gan_train']:.4f}" if r["gan_train"] is not None else ""
         under = f"{len(r['classes_under_target'])}: " + ", ".join(
             f"{c} {r['cond_all'][c]:.2f}" for c in r["classes_under_target"][:4])
-        q_as = ", ".join(f"{c} {v:.2f}" for c, v in r["near_copies_class"]["q"]["taken_for"].items())
+        q_as, f_as = (", ".join(f"{c} {v:.2f}" for c, v in r["near_copies_class"][k]["taken_for"].items())
+                      for k in ("q", "f"))
         print(f"| {Path(r['run']).name} | {r['step']:,} | {r['recipe']} | "
               f"{r['cond']:.3f} | {r['worst_class']['class']} {r['worst_class']['ratio']:.2f} | {cls} | "
               f"{r['fd_ratio']:.1f}x | {r['fd_class_max']:.1f}x | {fdc} | {r['precision']:.3f} | "
-              f"{r['recall']:.3f} | {r['near_copies']:.3f} ({nc}) | {q_as} | {under} | {gt} |")
+              f"{r['recall']:.3f} | {r['near_copies']:.3f} ({nc}) | {q_as} | {f_as} | {under} | {gt} |")
     return 0
 
 
