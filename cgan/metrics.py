@@ -216,6 +216,22 @@ def balanced_accuracy(pred, target, num_classes: int) -> float:
     return float(np.nanmean(per)) if np.isfinite(per).any() else float("nan")
 
 
+def shortfall_se(generated, n_generated, ceiling, n_ceiling, fraction: float = 0.9) -> np.ndarray:
+    """How many standard errors each class's generated accuracy falls below ``fraction`` of its ceiling
+    (positive: under it; NaN where a side has no images). Both accuracies are binomial estimates, so the
+    error combines the two; each is computed at an estimate kept 0.5 images inside [0, 1], so a class with
+    every image right (or wrong) on a side still has an error. Why: a ceiling measured on few images, or
+    one the evaluator itself barely reaches (EMNIST's real f are taken for F 92% of the time), makes the
+    class's ratio noise, and noise must not count as a class drawn wrong."""
+    g, c = np.asarray(generated, np.float64), np.asarray(ceiling, np.float64)
+    ng, nc = np.asarray(n_generated, np.float64), np.asarray(n_ceiling, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gv, cv = np.clip(g, 0.5 / ng, 1 - 0.5 / ng), np.clip(c, 0.5 / nc, 1 - 0.5 / nc)
+        se = np.sqrt(gv * (1 - gv) / ng + fraction ** 2 * cv * (1 - cv) / nc)
+        z = (fraction * c - g) / se
+    return np.where((ng > 0) & (nc > 0), z, np.nan)
+
+
 def nan_to_none(x):
     """JSON cannot hold NaN: map it (recursively) to None."""
     if isinstance(x, float) and not math.isfinite(x):

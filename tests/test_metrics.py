@@ -24,7 +24,7 @@ from cgan.evaluate import Protocol, RealData, evaluate_sampler
 from cgan.evaluator import (EvaluatorError, data_fingerprint, load_evaluator, make_header, save_evaluator,
                             stratified_split, train_evaluator)
 from cgan.metrics import (balanced_accuracy, frechet_distance, kth_neighbour_distances, nearest_distances,
-                          per_class_accuracy, precision_recall)
+                          per_class_accuracy, precision_recall, shortfall_se)
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 MNIST = DATA / "mnist"
@@ -76,6 +76,35 @@ def test_accuracies():
     with pytest.raises(ValueError):
         per_class_accuracy([0, 1], [0], 2)
 
+
+def test_shortfall_se_tells_a_drawn_wrong_class_from_a_noisy_ceiling():
+    # EMNIST's shipped numbers: real f are recognised 3 of 85 times (the evaluator takes them for F), real q
+    # 45 of 107; generated images, 300 a class.
+    z = shortfall_se([3 / 300, 1 / 300, 0.45, 1.0, 0.2], [300, 300, 300, 300, 0],
+                     [3 / 85, 45 / 107, 0.5, 1.0, 0.5], [85, 107, 1000, 85, 100])
+    assert 0 < z[0] < 3  # f: a third of its ceiling, but within the noise of 3 hits
+    assert z[1] > 7  # q: 1 in 300 against 42%: drawn as another class, beyond doubt
+    assert z[2] == pytest.approx(0.0)  # exactly at 0.90 of the ceiling
+    assert np.isfinite(z[3]) and z[3] < -3  # all right on both sides: still a finite error
+    assert np.isnan(z[4])  # no generated images of the class
+    # more images of the same rates shrink the error: the shortfall of f becomes measurable
+    assert shortfall_se([0.01], [30000], [0.035], [8500])[0] > 3
+
+
+
+def test_model_card_names_only_the_classes_measurably_under_target():
+    from cgan.model_card import summary_section
+
+    def card(under, worst):
+        cond = {"per_class_ratio": {"q": 0.01, "f": 0.28, "9": 1.0}, "worst_class": worst}
+        met = not under
+        return "\n".join(summary_section({"full": {"conditional_accuracy": cond, "targets": {
+            "every_class_ratio>=0.90": {"value": worst["ratio"], "met": met, "under": under}}}}))
+
+    weak = card(["q"], {"class": "q", "ratio": 0.01})
+    assert "look-alike class: q (1.00%)" in weak and "f (" not in weak  # f's 0.28 is noise, not a fault
+    good = card([], {"class": "f", "ratio": 0.28})
+    assert "every class holds up: the weakest, f, at 28.00% of its real rate, within the noise" in good
 
 # ----------------------------------------------------------------------------- known fakes on real MNIST
 
@@ -188,6 +217,8 @@ def test_real_vs_real_is_near_floor(good):
     assert good["gan_train"]["accuracy"] > 0.85
     assert good["targets"]["memorization<=heldout"]["met"] is True
     assert good["targets"]["fd<=3x_floor"]["met"] is True
+    assert cond["classes_under_target"] == [] and good["targets"]["every_class_ratio>=0.90"]["met"] is True
+    assert sum(cond["real_heldout"]["per_class_count"].values()) == cond["real_heldout"]["num_images"]
     json.dumps(good)  # the result is plain JSON (no NaN, no numpy types)
 
 
@@ -197,6 +228,8 @@ def test_generator_ignoring_labels_is_caught_by_conditional_accuracy(setup, eval
     acc = r["conditional_accuracy"]["generated"]["balanced_accuracy"]
     assert acc < 0.25, acc  # chance is 0.1
     assert r["targets"]["conditional_ratio>=0.98"]["met"] is False
+    assert len(r["conditional_accuracy"]["classes_under_target"]) == 10  # every class, measurably
+    assert r["targets"]["every_class_ratio>=0.90"]["met"] is False
 
 
 @needs_mnist
