@@ -27,6 +27,7 @@ each export by ``unpack``, which also refuses archive members that would land ou
 from __future__ import annotations
 
 import argparse
+import bisect
 import hashlib
 import io
 import json
@@ -217,6 +218,9 @@ def evaluation_of(folder: Path) -> dict | None:
             "fd_ratio": r["frechet"]["ratio"], "fd_class_max_ratio": r["frechet"]["per_class_max_ratio"],
             "conditional_ratio": r["conditional_accuracy"]["ratio"],
             "worst_class_ratio": r["conditional_accuracy"]["worst_class"]["ratio"],
+            # how many classes are measurably under target (None: written before cgan.evaluate counted them)
+            "classes_under_target": (len(r["conditional_accuracy"]["classes_under_target"])
+                                     if "classes_under_target" in r["conditional_accuracy"] else None),
             "gan_train": r["gan_train"]["accuracy"],
             "precision": pr["generated"]["precision"], "recall": pr["generated"]["recall"],
             "real_precision": pr["real"]["precision"], "real_recall": pr["real"]["recall"],
@@ -264,13 +268,15 @@ def summarize(plan: Plan, runs_dir: Path, codes: dict[str, int | None],
 
 # ---------------------------------------------------------------------------------------------- packing
 
-RANKED = (("fd_ratio", 1), ("conditional_ratio", -1), ("worst_class_ratio", -1), ("gan_train", -1))
+# Per class, the count of classes measurably under target, not the worst ratio: the lowest ratio can be noise
+# (EMNIST's f: 3 of 85 real images recognised), and noise must not pick the checkpoint.
+RANKED = (("fd_ratio", 1), ("conditional_ratio", -1), ("classes_under_target", 1), ("gan_train", -1))
 
 
 def priority(summary: dict) -> list[tuple[str, str]]:
     """(run, export folder) in the order they are worth bringing back. Exports compete within their dataset:
-    the evaluated ones ranked by the sum of their ranks in FD ratio, conditional accuracy, worst class and
-    GAN-train (no single metric decides), then the unevaluated ones, newest first; the datasets take turns,
+    the evaluated ones ranked by the sum of their ranks in FD ratio, conditional accuracy, classes under
+    target and GAN-train (no single metric decides; equal values share a rank), then the unevaluated ones, newest first; the datasets take turns,
     so each gets its best export before any gets its second."""
     by_dataset: dict[str, list[tuple[str, dict]]] = {}
     for name, run in summary["runs"].items():
@@ -284,8 +290,9 @@ def priority(summary: dict) -> list[tuple[str, str]]:
             return sign * v if isinstance(v, (int, float)) else float("inf")
 
         for key, sign in RANKED:
-            for rank, c in enumerate(sorted(scored, key=lambda c: value(c, key, sign))):
-                score[id(c)] += rank
+            values = sorted(value(c, key, sign) for c in scored)
+            for c in scored:  # rank = how many are strictly better: ties (0 classes under target) share one
+                score[id(c)] += bisect.bisect_left(values, value(c, key, sign))
         scored.sort(key=lambda c: (score[id(c)], value(c, "fd_ratio", 1)))
         rest = sorted((c for c in candidates if not c[1]["evaluation"]), key=lambda c: -c[1]["step"])
         queues.append([(name, e["folder"]) for name, e in scored + rest])
@@ -401,16 +408,17 @@ def unpack(folder: Path, to: Path) -> dict:
 
 
 def format_summary(summary: dict) -> str:
-    lines = ["run                      state      step   img/s  export          FD ratio  cond   GAN-train  packed"]
+    lines = ["run                      state      step   img/s  export          FD ratio  cond   under  GAN-train  packed"]
     for name, run in summary["runs"].items():
         head = f"{name:<24} {str(run['state']):<9} {run['step']:>6} {run['images_per_s'] or 0:>7.0f}"
         if not run["exports"]:
             lines.append(head + "  (no checkpoint)")
         for e in run["exports"]:
             ev = e["evaluation"] or {}
-            num = lambda k, f: format(ev[k], f) if k in ev else "-"  # noqa: E731
-            lines.append(f"{head}  {e['folder'].split('/')[-1]:<14} {num('fd_ratio', '8.2f')}  "
-                         f"{num('conditional_ratio', '.3f'):>5}  {num('gan_train', '.3f'):>9}  "
+            num = lambda k, f: format(ev[k], f) if ev.get(k) is not None else "-"  # noqa: E731
+            lines.append(f"{head}  {e['folder'].split('/')[-1]:<14} {num('fd_ratio', '8.2f'):>8}  "
+                         f"{num('conditional_ratio', '.3f'):>5}  {num('classes_under_target', 'd'):>5}  "
+                         f"{num('gan_train', '.3f'):>9}  "
                          f"{'yes' if e.get('packed') else ('no' if 'packed' in e else '-')}")
             head = " " * len(head)
     return "\n".join(lines)

@@ -142,17 +142,17 @@ def test_a_sweep_trains_stops_exports_evaluates_packs_and_unpacks(tmp_path, eval
 
 
 def test_priority_lets_datasets_take_turns_and_no_single_metric_decide():
-    def e(run, step, fd=None, cond=None, worst=None, gan=None):
-        ev = None if fd is None else {"fd_ratio": fd, "conditional_ratio": cond, "worst_class_ratio": worst,
+    def e(run, step, fd=None, cond=None, under=None, gan=None):
+        ev = None if fd is None else {"fd_ratio": fd, "conditional_ratio": cond, "classes_under_target": under,
                                       "gan_train": gan}
         return {"folder": f"exports/{run}/step-{step:07d}", "step": step, "evaluation": ev}
 
     summary = {"runs": {
         "fa": {"dataset": "fashion-mnist", "exports": [
-            e("fa", 1, fd=2.0, cond=0.99, worst=0.95, gan=0.86),   # best on three of four
-            e("fa", 2, fd=1.9, cond=0.90, worst=0.50, gan=0.70)]},  # lowest FD only
+            e("fa", 1, fd=2.0, cond=0.99, under=0, gan=0.86),   # best on three of four
+            e("fa", 2, fd=1.9, cond=0.90, under=3, gan=0.70)]},  # lowest FD only
         "fb": {"dataset": "fashion-mnist", "exports": [e("fb", 3), e("fb", 4)]},  # not evaluated
-        "em": {"dataset": "emnist/bymerge", "exports": [e("em", 5, fd=3.0, cond=0.99, worst=0.9, gan=0.8)]},
+        "em": {"dataset": "emnist/bymerge", "exports": [e("em", 5, fd=3.0, cond=0.99, under=1, gan=0.8)]},
     }}
     order = [folder for _, folder in sweep.priority(summary)]
     assert order == ["exports/fa/step-0000001", "exports/em/step-0000005",  # each dataset's best first
@@ -162,7 +162,21 @@ def test_priority_lets_datasets_take_turns_and_no_single_metric_decide():
 def test_priority_ranks_a_missing_metric_last():
     summary = {"runs": {"r": {"dataset": "mnist", "exports": [
         {"folder": "exports/r/step-0000001", "step": 1,
-         "evaluation": {"fd_ratio": None, "conditional_ratio": 1.0, "worst_class_ratio": 0.9, "gan_train": None}},
+         "evaluation": {"fd_ratio": None, "conditional_ratio": 1.0, "classes_under_target": 0, "gan_train": None}},
         {"folder": "exports/r/step-0000002", "step": 2,
-         "evaluation": {"fd_ratio": 2.0, "conditional_ratio": 1.0, "worst_class_ratio": 0.9, "gan_train": 0.9}}]}}}
+         "evaluation": {"fd_ratio": 2.0, "conditional_ratio": 1.0, "classes_under_target": 0, "gan_train": 0.9}}]}}}
     assert [f for _, f in sweep.priority(summary)] == ["exports/r/step-0000002", "exports/r/step-0000001"]
+
+
+def test_priority_counts_classes_measurably_under_target_and_ties_share_a_rank():
+    def e(step, fd, under, gan, worst):
+        return {"folder": f"exports/em/step-{step:07d}", "step": step, "evaluation": {
+            "fd_ratio": fd, "conditional_ratio": 1.0, "classes_under_target": under, "gan_train": gan,
+            "worst_class_ratio": worst}}
+
+    # 1: no class measurably under target; its worst ratio, 0.28, is f's noise. 2: a hair lower FD, but two
+    # classes drawn as their twins. The count, not the noisy worst ratio, decides (and the equal conditional
+    # accuracies give neither a rank ahead).
+    summary = {"runs": {"em": {"dataset": "emnist/bymerge", "exports": [
+        e(2, fd=2.0, under=2, gan=0.79, worst=0.50), e(1, fd=2.1, under=0, gan=0.80, worst=0.28)]}}}
+    assert [f for _, f in sweep.priority(summary)] == ["exports/em/step-0000001", "exports/em/step-0000002"]
