@@ -13,8 +13,9 @@ drifts away from (I, L, O, q, and f, whose real images the evaluator takes for F
 1, 0, 9), each class's conditional-accuracy ratio, its shortfall in standard errors and Fréchet-distance
 ratio; the classes measurably under target (the protocol's rule) beside every class whose ratio is under;
 and the risk that oversampling brings: the fraction of that class's generated images that are near copies
-of a training image (closer than the protocol's memorization threshold), beside the same fraction for that class's held-out real images; and what the evaluator takes
-each watched class's generated images for when not for themselves (the twin a class collapsed onto).
+of a training image (closer than the protocol's memorization threshold), beside the same fraction for that
+class's held-out real images; and what the evaluator takes each watched class's generated images for when
+not for themselves (the twin a class collapsed onto).
 """
 from __future__ import annotations
 
@@ -106,8 +107,8 @@ def score(folder: Path, evaluator, real, protocol, watched: WatchedClasses) -> d
         # measurably under (cgan.evaluate's rule: the shortfall beyond 3 standard errors), and every ratio
         # under the target, noise included (f's ceiling is 3 of 85 real images: its ratio is mostly noise)
         "classes_under_target": cond["classes_under_target"],
-        "classes_under_ratio": sorted((k for k, v in cond["per_class_ratio"].items() if v is not None and v < CLASS_TARGET),
-                                      key=cond["per_class_ratio"].get),
+        "classes_under_ratio": sorted((k for k, v in cond["per_class_ratio"].items()
+                                       if v is not None and v < CLASS_TARGET), key=cond["per_class_ratio"].get),
         "shortfall_se_class": {k: cond["per_class_shortfall_se"][k] for k in WATCHED},
         "fd": fd["generated"], "fd_floor": fd["floor"], "fd_ratio": fd["ratio"],
         "fd_class_max": fd["per_class_max_ratio"],
@@ -160,8 +161,9 @@ def main() -> int:
         nc = ", ".join(f"{r['near_copies_class'][k]['generated']:.2f}/{r['near_copies_class'][k]['heldout']:.2f}"
                        for k in ("I", "L", "O", "q"))
         gt = f"{r['gan_train']:.4f}" if r["gan_train"] is not None else ""
-        under = f"{len(r['classes_under_target'])}: " + ", ".join(
-            f"{c} {r['cond_all'][c]:.2f}" for c in r["classes_under_target"][:4]) + f" ({len(r['classes_under_ratio'])})"
+        under = (f"{len(r['classes_under_target'])}: " + ", ".join(
+            f"{c} {r['cond_all'][c]:.2f}" for c in r["classes_under_target"][:4])
+            + f" ({len(r['classes_under_ratio'])})")
         q_as, f_as = (", ".join(f"{c} {v:.2f}" for c, v in r["near_copies_class"][k]["taken_for"].items())
                       for k in ("q", "f"))
         print(f"| {Path(r['run']).name} | {r['step']:,} | {r['recipe']} | "

@@ -589,7 +589,7 @@ def targets(r: dict) -> dict:
     per = [v for v in cond["per_class_ratio"].values() if v is not None]
     under = cond.get("classes_under_target")  # absent from results written before it existed
     every = {"value": min(per) if per else None, "met": bool(per and min(per) >= CLASS_TARGET)}
-    if under is not None:  # the lowest ratio can be noise (a ceiling on few images): a class misses when measurably under
+    if under is not None:  # the lowest ratio can be noise (a ceiling on few images): misses count when measurable
         every.update(met=bool(per) and not under, under=under)
     out = {
         "conditional_ratio>=0.98": {"value": cond["ratio"], "met": bool(cond["ratio"] >= 0.98)},
@@ -720,9 +720,9 @@ def format_report(r: dict) -> str:
     for name, t in r["targets"].items():
         mark = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
         under = t.get("under")
-        lines.append(f"  {name:<28}{_f(t['value']):>10}  {mark}" + (
-            f" (measurably under: {', '.join(under) or 'none'}; a class misses when its generated accuracy is "
-            f"more than {CLASS_TARGET_SE:g} standard errors under {CLASS_TARGET:g} of its ceiling)" if under is not None else ""))
+        rule = (f" (measurably under: {', '.join(under) or 'none'}; a class misses when its generated accuracy is "
+                f"more than {CLASS_TARGET_SE:g} standard errors under {CLASS_TARGET:g} of its ceiling)")
+        lines.append(f"  {name:<28}{_f(t['value']):>10}  {mark}" + (rule if under is not None else ""))
     lines.append(f"\n{r['timing_s'].get('total', 0):.1f} s on {r['device']}")
     return "\n".join(lines)
 

@@ -276,8 +276,8 @@ RANKED = (("fd_ratio", 1), ("conditional_ratio", -1), ("classes_under_target", 1
 def priority(summary: dict) -> list[tuple[str, str]]:
     """(run, export folder) in the order they are worth bringing back. Exports compete within their dataset:
     the evaluated ones ranked by the sum of their ranks in FD ratio, conditional accuracy, classes under
-    target and GAN-train (no single metric decides; equal values share a rank), then the unevaluated ones, newest first; the datasets take turns,
-    so each gets its best export before any gets its second."""
+    target and GAN-train (no single metric decides; equal values share a rank), then the unevaluated ones,
+    newest first; the datasets take turns, so each gets its best export before any gets its second."""
     by_dataset: dict[str, list[tuple[str, dict]]] = {}
     for name, run in summary["runs"].items():
         by_dataset.setdefault(run.get("dataset") or name, []).extend((name, e) for e in run["exports"])
