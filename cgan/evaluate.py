@@ -719,10 +719,11 @@ def format_report(r: dict) -> str:
     lines += ["", "quality targets:"]
     for name, t in r["targets"].items():
         mark = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
-        under = t.get("under")
-        rule = (f" (measurably under: {', '.join(under) or 'none'}; a class misses when its generated accuracy is "
-                f"more than {CLASS_TARGET_SE:g} standard errors under {CLASS_TARGET:g} of its ceiling)")
-        lines.append(f"  {name:<28}{_f(t['value']):>10}  {mark}" + (rule if under is not None else ""))
+        under, rule = t.get("under"), ""
+        if under is not None:
+            rule = (f" (measurably under: {', '.join(under) or 'none'}; a class misses when its generated accuracy "
+                    f"is more than {CLASS_TARGET_SE:g} standard errors under {CLASS_TARGET:g} of its ceiling)")
+        lines.append(f"  {name:<28}{_f(t['value']):>10}  {mark}{rule}")
     lines.append(f"\n{r['timing_s'].get('total', 0):.1f} s on {r['device']}")
     return "\n".join(lines)
 

@@ -286,7 +286,7 @@ def test_evaluate_command(evaluator, tmp_path, monkeypatch, capsys):
     out = tmp_path / "r.json"
     assert E.main([str(ck), "--data-dir", str(MNIST), "--quick", "--write", "--json", str(out)]) == 0
     report = capsys.readouterr().out
-    assert "conditional accuracy" in report and "targets" in report
+    assert "conditional accuracy" in report and "targets" in report and "measurably under:" in report
     assert "NOT by the generator" in report  # the GAN trained on the whole test split: said plainly
     stored = json.loads((ck / "evaluation.json").read_text())
     assert set(stored) == {"quick"} and stored["quick"] == json.loads(out.read_text())
