@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .checkpoints import CheckpointError, generator_file, read_meta, resolve_checkpoint, tensor_header
-from .evaluate import METRICS
+from .evaluate import CLASS_TARGET, METRICS
 
 RESULTS_FILE = "evaluation.json"
 CARD_FILE = "MODEL_CARD.md"
@@ -136,14 +136,14 @@ def summary_section(results: dict) -> list[str]:
             f"asking for a class gives that class: recognised {_pct(c['value'])} as often as real images of it")
     if e.get("met") is not None:
         per_class = cond.get("per_class_ratio") or {}
-        under = e.get("under")  # measurably under target (results written before it existed: every ratio < 0.9)
+        under = e.get("under")  # measurably under target (results written before it existed: every ratio under target)
         low = sorted((v, k) for k, v in per_class.items() if isinstance(v, (int, float))
-                     and (k in under if isinstance(under, list) else v < 0.9))
+                     and (k in under if isinstance(under, list) else v < CLASS_TARGET))
         if e["met"]:
             w = worst.get("ratio")
             good.append(f"every class holds up: the weakest, {md(worst.get('class'))}, at {_pct(w)}" + (
                 " of its real rate, within the noise of a rate measured on few, rarely recognised real images"
-                if isinstance(w, (int, float)) and w < 0.9 else ""))
+                if isinstance(w, (int, float)) and w < CLASS_TARGET else ""))
         else:
             names = ", ".join(f"{md(k)} ({_pct(v)})" for v, k in low[:6]) or md(worst.get("class"))
             weak.append(f"some classes are often drawn as a look-alike class: {names} of their real rate")
