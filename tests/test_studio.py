@@ -325,6 +325,31 @@ def test_model_card_shows_bundled_evaluation(tiny_root, tmp_path):
     assert "No evaluation stored yet" in card and "## Model" in card  # not the cgan.evaluate format
 
 
+def test_example_classes_are_chosen_by_measurement_not_by_a_noisy_ratio(tiny_root, tmp_path):
+    """The studio's examples: the best class is the one whose generated images the evaluator recognises most
+    often, not the top ratio to a ceiling (a class the evaluator hardly knows, like EMNIST's f, gets a ratio
+    above 1 from a handful of images); the worst is the one furthest under target in standard errors."""
+    import json
+    from cgan.ui import _best_and_worst
+    shutil.copytree(tiny_root / "mnist", tmp_path / "mnist")
+    evaluation = tmp_path / "mnist" / "evaluation.json"
+    names = [str(i) for i in range(10)]
+    generated = {n: 0.95 for n in names} | {"3": 0.04, "6": 0.99, "8": 0.99}
+    ceiling = {n: 0.97 for n in names} | {"3": 0.035, "8": 0.98}
+    ratio = {n: generated[n] / ceiling[n] for n in names}  # "3": 1.14, the top ratio
+    shortfall = {n: -1.0 for n in names} | {"1": 2.0, "5": 4.5, "7": None}
+    cond = {"generated": {"per_class": generated}, "real_heldout": {"per_class": ceiling},
+            "per_class_ratio": ratio | {"1": 0.5}, "per_class_shortfall_se": shortfall}
+    evaluation.write_text(json.dumps({"full": {"conditional_accuracy": cond}}))
+    entry = Studio(tmp_path).entries["mnist"]
+    assert _best_and_worst(entry) == ("8", "5")  # 6 and 8 tie at 0.99: 8, the class known better by the evaluator
+    del cond["per_class_shortfall_se"]  # an evaluation written before standard errors: the lowest ratio
+    evaluation.write_text(json.dumps({"quick": {"conditional_accuracy": cond}}))
+    assert _best_and_worst(Studio(tmp_path).entries["mnist"]) == ("8", "1")
+    evaluation.write_text('{"fid": 1.2}')  # another tool's file: the first and the last class
+    assert _best_and_worst(Studio(tmp_path).entries["mnist"]) == ("0", "9")
+
+
 # ----------------------------------------------------------------------------- bad input
 
 BAD = [
