@@ -15,6 +15,7 @@ temporary folder and renamed into place, so a crash leaves either the whole chec
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -385,6 +386,18 @@ def allocation_error(e: BaseException) -> bool:
     """Whether an exception is a failed memory allocation (CPU or GPU)."""
     return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or (
         isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e)))
+
+
+def file_sha256(file: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex): which weights, whatever path they are read from later."""
+    h = hashlib.sha256()
+    try:
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise CheckpointError(f"{file}: cannot be read ({e.strerror or e})") from e
+    return h.hexdigest()
 
 
 def read_tensors(file: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 
 from .augment import parse_policy
@@ -31,6 +32,11 @@ class TrainConfig:
     z_dim: int = 128
     g_width: int = 32
     d_width: int = 64
+    # starting point (--init-from): G and its EMA start as a trained generator; D and the optimisers fresh
+    init_from: str | None = None         # the folder (or Hub repo) that generator came from, as given
+    init_sha256: str | None = None       # SHA-256 of its weights file: which generator, whatever the path holds now
+    init_steps: int = 0                  # the steps that generator had been trained (all its runs together)
+    d_warmup: int = 0                    # the first N iterations update D alone: a fresh D learns the trained G
     # optimisation
     steps: int = 10_000                  # total generator updates (each after d_steps discriminator updates)
     batch_size: int = 64                 # per process
@@ -91,6 +97,13 @@ class TrainConfig:
              "--mismatch-labels hardest needs a discriminator that scores every label at once: use --arch "
              + ", ".join(k for k, v in ARCHITECTURES.items() if v.scores_more_labels) + " or --mismatch-labels uniform"),
             (0 <= self.ema_decay < 1, "--ema-decay must be in [0, 1)"),
+            (self.init_steps >= 0, "init_steps must be >= 0"),
+            (self.d_warmup >= 0, "--d-warmup must be >= 0"),
+            (self.d_warmup == 0 or self.init_from is not None,
+             "--d-warmup trains a fresh discriminator against a trained generator: give --init-from too"),
+            ((self.init_from is None) == (self.init_sha256 is None), "init_from and init_sha256 go together"),
+            (self.init_sha256 is None or re.fullmatch(r"[0-9a-f]{64}", self.init_sha256) is not None,
+             "init_sha256 must be 64 hexadecimal digits"),
             (self.log_every >= 1 and self.checkpoint_every >= 1, "--log-every and --checkpoint-every must be >= 1"),
             (self.sample_every >= 0, "--sample-every must be >= 0"),
             (self.keep >= 1, "--keep must be at least 1"),

@@ -209,6 +209,19 @@ def data_line(ds: dict, cfg: dict, split: str) -> str:
             f"{md(size)} px, {'grey' if channels == 1 else 'RGB'}; see the run's data_report.txt)")
 
 
+def continued_line(cfg: dict) -> list[str]:
+    """For a run started from a trained generator (--init-from): which one (its folder's or repo's name, not a
+    local path, and its weights' SHA-256) and how long it had been trained."""
+    source, digest, before = cfg.get("init_from"), cfg.get("init_sha256"), cfg.get("init_steps")
+    if not isinstance(source, str) or not source:
+        return []
+    name = source.rstrip("/\\").replace("\\", "/").split("/")[-1] or source
+    warmup = cfg.get("d_warmup")
+    return [f"- Continued from a generator trained for {_count(before)} steps ({md(name)}, weights SHA-256 "
+            f"{md(str(digest)[:16])}...): the steps above are this run's, with a fresh discriminator"
+            + (f" that trained alone for the first {_count(warmup)}" if isinstance(warmup, int) and warmup > 0 else "")]
+
+
 def render(folder: Path, notes: str | None = None) -> str:
     """The model card of a checkpoint folder, written from checkpoint.json, the generator file's header and
     evaluation.json; every text taken from them is escaped (md). The studio shows it for folders that have
@@ -251,6 +264,7 @@ def render(folder: Path, notes: str | None = None) -> str:
         + ("; real batches balanced over classes" if cfg.get("balanced_classes") is True else ""), "",
         "## Training", "",
         f"- Checkpoint served: step {_count(step)} (chosen by periodic evaluation, see below)",
+        *continued_line(cfg),
         f"- Device: {get(train, 'device')} x{md(train.get('processes', 1))}; training time to this step "
         f"{minutes} (loop only; checkpoints and samples excluded)",
         f"- Seed {get(cfg, 'seed')}; code version {md(meta.get('git_commit') or 'n/a')}; torch {get(versions, 'torch')}",

@@ -30,8 +30,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from . import __version__
 from .augment import diff_augment, parse_policy
 from .checkpoints import (FORMAT, FORMAT_VERSION, GENERATOR_FILE, META_FILE, TRAINING_FILE, CheckpointError,
-                          load_module, load_optimizer, optimizer_tensors, prune_checkpoints, read_meta,
-                          read_tensors, step_dir_name, write_folder)
+                          check_header, expected_tensors, file_sha256, generator_file, load_module, load_optimizer,
+                          optimizer_tensors, prune_checkpoints, read_meta, read_tensors, resolve_checkpoint,
+                          step_dir_name, write_folder)
 from .config import TrainConfig
 from .data import DATASETS, Dataset
 from .distributed import DistInfo, all_reduce_mean
@@ -312,6 +313,7 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
+        self.last_fake_logits = fake_logits.detach()
         return loss.detach(), real_logits.detach().float().mean(), fake_logits.detach().float().mean()
 
     def g_step(self, batch_size: int) -> torch.Tensor:
@@ -336,8 +338,15 @@ class Trainer:
         step_seed = mix_seed(cfg.seed, self.dist.rank, p.step)
         self.rng.manual_seed(step_seed)
         torch.manual_seed(step_seed)  # dropout (mlp D) draws from the global generator
-        decay = min(cfg.ema_decay, (1 + p.step) / (10 + p.step))  # short warm-up: early EMA follows G
-        if cfg.cuda_graph:
+        # A short EMA warm-up (early EMA follows G), except from a trained generator: its EMA already averages.
+        decay = cfg.ema_decay if cfg.init_from else min(cfg.ema_decay, (1 + p.step) / (10 + p.step))
+        if p.step < cfg.d_warmup:  # --d-warmup: D alone; G and its EMA stay as they are
+            for _ in range(cfg.d_steps):
+                x, y = self.next_batch()
+                d_loss, d_real, d_fake = self.d_step(x, y)
+            g_loss = generator_loss(cfg.loss, self.last_fake_logits.float())  # logged, not trained on
+            out = torch.stack([d_loss, g_loss, d_real, d_fake])
+        elif cfg.cuda_graph:
             out = self._static_iteration(1.0 - decay)
         else:
             for _ in range(cfg.d_steps):
@@ -435,6 +444,19 @@ class Trainer:
         final = Path(run_dir) / "checkpoints" / step_dir_name(self.progress.step)
         return write_folder(final, meta, {GENERATOR_FILE: ema, TRAINING_FILE: training})
 
+    def start_from(self, folder: Path) -> None:
+        """--init-from: G and its EMA start as the (EMA) generator in ``folder``, checked against the SHA-256
+        the run recorded; D and both optimisers start fresh."""
+        file = generator_file(folder)
+        digest = file_sha256(file)
+        if digest != self.cfg.init_sha256:
+            raise CheckpointError(f"{file} has changed since this run was started from it (SHA-256 {digest[:12]}, "
+                                  f"recorded {str(self.cfg.init_sha256)[:12]}); start the run again")
+        check_header(file, expected_tensors(self.G))  # a file that does not fit is refused before it is read
+        tensors = read_tensors(file)
+        load_module(self.G, tensors, file)
+        load_module(self.G_ema, tensors, file)
+
     def load(self, folder: Path) -> None:
         meta = read_meta(folder)
         if meta["kind"] != "train":
@@ -478,6 +500,8 @@ def fit(cfg: TrainConfig, dataset: Dataset, run_dir: Path, device: torch.device,
     trainer = Trainer(cfg, dataset, device, dist)
     if resume_from is not None:
         trainer.load(resume_from)
+    elif cfg.init_from:
+        trainer.start_from(resolve_checkpoint(cfg.init_from))
     control.step = trainer.progress.step
     run_dir = Path(run_dir)
     main = dist.is_main

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from . import distributed
-from .checkpoints import (MAX_PARAMETERS, REAL_SAMPLES_FILE, CheckpointError, allocation_error, latest_checkpoint,
-                          read_meta)
+from .checkpoints import (MAX_PARAMETERS, REAL_SAMPLES_FILE, CheckpointError, allocation_error, file_sha256,
+                          generator_file, latest_checkpoint, read_meta, resolve_checkpoint, tensor_header)
 from .config import MISMATCH_LABELS, TrainConfig
 from .data import DATASETS, EMNIST_SPLITS, SPLITS, DatasetError, data_fingerprint, load_dataset
 from .files import atomic_write_text
@@ -93,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
                    ", ".join(f"{k} {v.g_width}" for k, v in ARCHITECTURES.items()) + ")")
     g.add_argument("--d-width", type=int, default=None, help="discriminator width (default per arch: " +
                    ", ".join(f"{k} {v.d_width}" for k, v in ARCHITECTURES.items()) + ")")
+    g = p.add_argument_group(
+        "starting point", "Continue from a trained generator instead of random weights: the shipped models, "
+        "a run of yours, a Hub repo. D and the optimisers start fresh, so let D learn the trained G first.")
+    g.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="an exported folder (checkpoints/emnist), a checkpoint or run folder, or a Hub repo "
+                        "(USER/NAME): G and its EMA start as its generator. --arch, --loss, --z-dim, --g-width "
+                        "and --d-width default to its own; the data must have its number of classes and image size")
+    g.add_argument("--d-warmup", type=int, default=d.d_warmup, metavar="N",
+                   help="with --init-from: the first N iterations train D alone (default %(default)s; 300 "
+                        "measured on EMNIST: a fresh D against a trained G otherwise sends G noise)")
     g = p.add_argument_group("optimisation")
     length = g.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, default=None, help="total iterations (G updates) to reach")
@@ -194,7 +204,49 @@ def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSo
         cuda_graph=speed["cuda_graph"],
         compile_mode=args.compile_mode or speed["compile_mode"],
         loader=args.loader, workers=args.workers, log_every=args.log_every, sample_every=args.sample_every,
-        checkpoint_every=args.checkpoint_every, keep=args.keep)
+        checkpoint_every=args.checkpoint_every, keep=args.keep, d_warmup=args.d_warmup)
+
+
+INIT_MODEL_OPTIONS = ("arch", "loss", "z_dim", "g_width", "d_width")  # taken from the --init-from model
+
+
+def read_init_model(args, given: set[str]) -> dict:
+    """--init-from: find the model (resolve_checkpoint: folder, run or Hub repo), read and check its metadata
+    and weights' SHA-256, and make its model options the run's (a different one given is an error).
+    Returns what the config and the data check need."""
+    folder = resolve_checkpoint(args.init_from)
+    meta = read_meta(folder)
+    try:
+        own = TrainConfig.from_dict(meta["config"])
+        own.validate()
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"--init-from {args.init_from}: its config cannot be used ({one_line(e)})") from e
+    for name in INIT_MODEL_OPTIONS:
+        mine = getattr(own, name)
+        if name in given and getattr(args, name) != mine:
+            option = "--" + name.replace("_", "-")
+            raise ValueError(f"{option} {getattr(args, name)} differs from the model in {args.init_from} "
+                             f"({option} {mine}): leave {option} out to continue from that model")
+        setattr(args, name, mine)
+    steps = int(meta["step"]) + own.init_steps  # a continued model counts all its runs' steps
+    file = generator_file(folder)
+    tensor_header(file)  # truncated or corrupt weights are refused now, before a run folder exists
+    return {"folder": folder, "meta": meta, "steps": steps, "sha256": file_sha256(file)}
+
+
+def check_init_data(init: dict, dataset, main_process: bool) -> None:
+    """The --init-from generator draws its own classes and image size: the data must have as many classes
+    (matched by position) and the same image size and channels."""
+    meta, source = init["meta"], init["folder"]
+    names, image = meta["class_names"], meta["image"]
+    c, s, _ = dataset.image_shape
+    if len(names) != dataset.num_classes or (image["channels"], image["size"]) != (c, s):
+        raise ValueError(f"--init-from {source}: its generator draws {len(names)} classes of {image['channels']}x"
+                         f"{image['size']}x{image['size']} images, this data has {dataset.num_classes} classes of "
+                         f"{c}x{s}x{s}: train on data of that shape, or leave out --init-from")
+    if main_process and list(names) != list(dataset.class_names):
+        print(f"note: the classes are matched by position: {source}'s class {names[0]!r} becomes "
+              f"{dataset.class_names[0]!r}, and so on", file=sys.stderr)
 
 
 def load_own_images(args, main_process: bool):
@@ -398,7 +450,12 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
         steps = resolve_steps(args, cfg, len(dataset), dist_info.world_size)
         cfg.steps = steps if steps is not None else cfg.steps
     else:
+        init = read_init_model(args, given) if args.init_from else None
+        if init is not None:
+            check_init_data(init, dataset, dist_info.is_main)
         cfg = config_from_args(args, len(dataset), folder[0] if folder else None)
+        if init is not None:
+            cfg.init_from, cfg.init_sha256, cfg.init_steps = str(args.init_from), init["sha256"], init["steps"]
         steps = resolve_steps(args, cfg, len(dataset), dist_info.world_size)
         cfg.steps = steps if steps is not None else resolve_steps(
             argparse.Namespace(steps=None, epochs=10), cfg, len(dataset), dist_info.world_size)
@@ -422,7 +479,11 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
         print(f"cgan-studio: {cfg.arch} on {cfg.dataset} ({cfg.split}, {len(dataset):,} images, "
               f"{dataset.num_classes} classes) | device {device} x{dist_info.world_size} | "
               f"{cfg.steps:,} steps of batch {cfg.batch_size} | run folder {run_dir}"
-              + (f" | resuming from {resume_from.name}" if resume_from else ""), file=sys.stderr)
+              + (f" | resuming from {resume_from.name}" if resume_from else "")
+              + (f" | starting from the generator in {cfg.init_from} ({cfg.init_steps:,} steps trained)"
+                 if cfg.init_from and not resume_from else "")
+              + (f", D alone for the first {cfg.d_warmup:,} steps" if cfg.d_warmup and not resume_from else ""),
+              file=sys.stderr)
         if device.type == "cpu" and not args.resume:
             native = args.native_bf16
             if native and cfg.amp and args.amp is None:
