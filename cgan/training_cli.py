@@ -98,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         "a run of yours, a Hub repo. D and the optimisers start fresh, so let D learn the trained G first.")
     g.add_argument("--init-from", default=None, metavar="MODEL",
                    help="an exported folder (checkpoints/emnist), a checkpoint or run folder, or a Hub repo "
-                        "(USER/NAME): G and its EMA start as its generator. --arch, --loss, --z-dim, --g-width "
-                        "and --d-width default to its own; the data must have its number of classes and image size")
+                        "(USER/NAME): G and its EMA start as its generator. --arch, --loss, --z-dim, --g-width, "
+                        "--d-width and --dataset default to its own; the data must have its number of classes and "
+                        "image size")
     g.add_argument("--d-warmup", type=int, default=d.d_warmup, metavar="N",
                    help="with --init-from: the first N iterations train D alone (default %(default)s; 300 "
                         "measured on EMNIST: a fresh D against a trained G otherwise sends G noise)")
@@ -396,6 +397,12 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
         raise ValueError("--cuda-graph needs one CUDA GPU (not another device, not torchrun); leave it out here")
     resume_from = None
     given = given_options(parser, argv)
+    init = read_init_model(args, given) if args.init_from and not args.resume else None
+    if init is not None and not (args.image_folder or args.labels) and "dataset" not in given \
+            and init["meta"]["dataset"].get("name") in DATASETS:  # the model's own dataset, unless told otherwise
+        args.dataset = init["meta"]["dataset"]["name"]
+        if args.dataset == "emnist" and "emnist_split" not in given:
+            args.emnist_split = init["meta"]["config"].get("emnist_split")
     if not args.resume and (args.image_folder or args.labels):
         if "dataset" in given:
             raise ValueError("--dataset names a built-in dataset; to train on your own images give only "
@@ -450,7 +457,6 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
         steps = resolve_steps(args, cfg, len(dataset), dist_info.world_size)
         cfg.steps = steps if steps is not None else cfg.steps
     else:
-        init = read_init_model(args, given) if args.init_from else None
         if init is not None:
             check_init_data(init, dataset, dist_info.is_main)
         cfg = config_from_args(args, len(dataset), folder[0] if folder else None)

@@ -98,3 +98,15 @@ def test_the_library_refuses_a_generator_that_changed_since_the_run_began(tmp_pa
         assert "has changed since this run was started from it" in str(e)
     else:
         raise AssertionError("a generator with another SHA-256 was loaded")
+
+
+def test_the_dataset_defaults_to_the_models_own(tmp_path, tiny_root):
+    """`--init-from checkpoints/emnist` alone means EMNIST ByMerge, the model's data (the split is still
+    yours to choose: here only the test split exists)."""
+    from studio_helpers import synthetic_idx
+    data = synthetic_idx(tmp_path / "emnist", "emnist-bymerge-test", 47, per_class=2)
+    run = tmp_path / "run"
+    assert train(["--init-from", str(tiny_root / "emnist"), "--split", "test", "--data-dir", str(data), "--steps", "1",
+                  "--batch-size", "16", "--no-progress", "--out", str(run)]) == 0
+    meta = read_meta(run / "checkpoints" / "step-0000001")
+    assert (meta["config"]["dataset"], meta["config"]["emnist_split"], len(meta["class_names"])) == ("emnist", "bymerge", 47)
