@@ -49,6 +49,7 @@ class TrainConfig:
     mismatch_weight: float = 0.0         # weight of "real image, wrong label" as a fake
     mismatch_labels: str = "uniform"     # which wrong label: "uniform" (any, equally often) or "hardest"
                                          # (the one D scores highest for that image; projection D only)
+    mode_seeking: float = 0.0            # weight of MSGAN's diversity term in G's loss (0: off)
     augment: str = ""                    # DiffAugment policy, e.g. "translation,cutout"
     ema_decay: float = 0.999
     seed: int = 0
@@ -87,6 +88,7 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
             (self.label_smoothing == 0 or self.loss == "bce", "--label-smoothing applies to the bce loss only"),
             (self.mismatch_weight >= 0, "--mismatch-weight must be >= 0"),
+            (self.mode_seeking >= 0, "--mode-seeking must be >= 0"),
             (self.mismatch_labels in MISMATCH_LABELS,
              f"unknown --mismatch-labels {self.mismatch_labels!r}; choose one of: {', '.join(MISMATCH_LABELS)}"),
             (self.mismatch_labels != "hardest" or self.mismatch_weight > 0,

@@ -258,6 +258,7 @@ def render(folder: Path, notes: str | None = None) -> str:
         f"{params:,} parameters; discriminator width {cfg['d_width']}",
         f"- Loss: {get(cfg, 'loss')}; DiffAugment: {md(cfg.get('augment') or 'none')}; mismatch weight "
         f"{get(cfg, 'mismatch_weight')}" + (" (hardest wrong labels)" if cfg.get("mismatch_labels") == "hardest" else "")
+        + (f"; mode-seeking weight {get(cfg, 'mode_seeking')}" if cfg.get("mode_seeking") else "")
         + f"; EMA of generator weights (decay {get(cfg, 'ema_decay')}) is what is served",
         f"- Optimiser: Adam, lr G {get(cfg, 'lr_g')}, lr D {get(cfg, 'lr_d')}, betas ({get(cfg, 'beta1')}, "
         f"{get(cfg, 'beta2')}), batch {get(cfg, 'batch_size')}, {get(cfg, 'd_steps')} D step(s) per G step"

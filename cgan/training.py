@@ -38,7 +38,7 @@ from .data import DATASETS, Dataset
 from .distributed import DistInfo, all_reduce_mean
 from .files import atomic_write_text
 from .images import from_uint8, make_grid, save_png, to_uint8
-from .losses import discriminator_loss, generator_loss
+from .losses import discriminator_loss, generator_loss, mode_seeking_loss
 from .networks import ARCHITECTURES, build_discriminator, build_generator
 from .plots import plot_losses
 from .runs import LOSS_FILE, create_loss_log, repair_loss_log
@@ -320,11 +320,17 @@ class Trainer:
         cfg = self.cfg
         z = torch.randn(batch_size, cfg.z_dim, device=self.device, generator=self.rng)
         y = torch.randint(self.num_classes, (batch_size,), device=self.device, generator=self.rng)
+        if cfg.mode_seeking > 0:  # the two halves of the batch pair up: same labels, different latents
+            half = batch_size // 2
+            y = torch.cat([y[:half], y[:half], y[2 * half:]])
         self.D.requires_grad_(False)  # no D gradients in the G step (and no DDP reduction for D)
         with self.autocast:
-            fake = self._augment(self.G_fwd(z, y).float())
+            images = self.G_fwd(z, y).float()
+            fake = self._augment(images)
             # The unwrapped D: its parameters are frozen here, so DDP must not wait for their gradients.
             loss = generator_loss(cfg.loss, self.D_frozen(fake, y).float())
+            if cfg.mode_seeking > 0:
+                loss = loss + cfg.mode_seeking * mode_seeking_loss(images, z)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()

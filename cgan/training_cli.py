@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the wrong label of the matching-aware term: uniform (any, equally often) or hardest "
                         "(the one D scores highest for that image: the class it confuses the image with; "
                         "sngan only) (default %(default)s)")
+    g.add_argument("--mode-seeking", type=float, default=d.mode_seeking, metavar="W",
+                   help="weight of MSGAN's diversity term: two latents of the same class must give images as far "
+                        "apart as the latents are (against a class drawn as a few images; default %(default)s: off)")
     g.add_argument("--augment", default="auto",
                    help="DiffAugment policy: comma-separated from translation,cutout; 'none'; or 'auto' "
                         "(translation,cutout for " + ", ".join(k for k, v in ARCHITECTURES.items() if v.auto_augment) +
@@ -197,7 +200,7 @@ def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSo
         g_width=args.g_width or defaults["g_width"], d_width=args.d_width or defaults["d_width"],
         steps=0, batch_size=args.batch_size, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1, beta2=args.beta2,
         d_steps=args.d_steps, label_smoothing=args.label_smoothing, mismatch_weight=args.mismatch_weight,
-        mismatch_labels=args.mismatch_labels,
+        mismatch_labels=args.mismatch_labels, mode_seeking=args.mode_seeking,
         augment=augment, ema_decay=args.ema_decay, seed=args.seed,
         amp=amp,  # --no-amp means the plain fp32 path: channels_last then only when asked for
         channels_last=speed["channels_last"] and amp if args.channels_last is None else args.channels_last,
