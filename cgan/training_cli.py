@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--d-width and --dataset default to its own; the data must have its number of classes and "
                         "image size")
     g.add_argument("--d-warmup", type=int, default=d.d_warmup, metavar="N",
-                   help="with --init-from: the first N iterations train D alone (default %(default)s; 300 "
-                        "measured on EMNIST: a fresh D against a trained G otherwise sends G noise)")
+                   help="with --init-from: the first N iterations train D alone, so G is not steered by a D "
+                        "that has not seen it yet (default %(default)s; the README's measurements use 300)")
     g = p.add_argument_group("optimisation")
     length = g.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, default=None, help="total iterations (G updates) to reach")
