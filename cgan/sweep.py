@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import hashlib
 import io
 import json
 import os
@@ -42,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoints import REAL_SAMPLES_FILE, list_checkpoints
+from .checkpoints import REAL_SAMPLES_FILE, file_sha256, list_checkpoints
 from .distributed import real_core_count
 from .files import atomic_write_text
 
@@ -323,7 +322,7 @@ def pack(runs_dir: Path, summary: dict, out: Path, limits: PackLimits) -> dict:
                  run_dir / "run.json", *grids[-1:]]
         real = run_dir / REAL_SAMPLES_FILE
         if real.is_file():
-            digest = hashlib.sha256(real.read_bytes()).hexdigest()
+            digest = file_sha256(real)
             real_from[name] = first_of.setdefault(digest, name)
             if real_from[name] == name:
                 files.append(real)

@@ -346,20 +346,17 @@ class Trainer:
         torch.manual_seed(step_seed)  # dropout (mlp D) draws from the global generator
         # A short EMA warm-up (early EMA follows G), except from a trained generator: its EMA already averages.
         decay = cfg.ema_decay if cfg.init_from else min(cfg.ema_decay, (1 + p.step) / (10 + p.step))
-        if p.step < cfg.d_warmup:  # --d-warmup: D alone; G and its EMA stay as they are
-            for _ in range(cfg.d_steps):
-                x, y = self.next_batch()
-                d_loss, d_real, d_fake = self.d_step(x, y)
-            g_loss = generator_loss(cfg.loss, self.last_fake_logits.float())  # logged, not trained on
-            out = torch.stack([d_loss, g_loss, d_real, d_fake])
-        elif cfg.cuda_graph:
+        if cfg.cuda_graph and p.step >= cfg.d_warmup:
             out = self._static_iteration(1.0 - decay)
         else:
             for _ in range(cfg.d_steps):
                 x, y = self.next_batch()
                 d_loss, d_real, d_fake = self.d_step(x, y)
-            g_loss = self.g_step(cfg.batch_size)
-            ema_update(self.G_ema, self.G, 1.0 - decay)
+            if p.step < cfg.d_warmup:  # --d-warmup: D alone; G and its EMA stay as they are
+                g_loss = generator_loss(cfg.loss, self.last_fake_logits.float())  # logged, not trained on
+            else:
+                g_loss = self.g_step(cfg.batch_size)
+                ema_update(self.G_ema, self.G, 1.0 - decay)
             out = torch.stack([d_loss, g_loss, d_real, d_fake])
         p.step += 1
         p.images_seen += cfg.d_steps * cfg.batch_size * self.dist.world_size
