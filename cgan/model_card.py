@@ -162,8 +162,11 @@ def summary_section(results: dict) -> list[str]:
          weak.append(line + ": some of the variety of real data is missing"))
     m = t.get("memorization<=heldout", {})
     if m.get("met") is not None:
+        held = (r.get("memorization") or {}).get("heldout_near_copy_fraction")
         line = (f"near copies of training images: {_pct(m['value'])} of generated images, against "
-                f"{_pct(m.get('limit'))} for held-out real images")
+                + (f"{_pct(held)} for held-out real images (allowed: up to {_pct(m.get('limit'))}, 3 standard "
+                   "errors above)" if isinstance(held, (int, float)) else
+                   f"an allowed {_pct(m.get('limit'))} (held-out real images' rate, 3 standard errors above)"))
         (good if m["met"] else weak).append(line)
     for key, metric in METRICS.items():  # the target of a registered metric (the built-in ones are above)
         v = t.get(metric.target_name(key)) if metric.target else None
