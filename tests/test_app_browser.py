@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -103,12 +104,18 @@ def choose(page, label: str, option: str) -> None:
 
 def open_tab(page, name: str) -> None:
     """Click a tab, through the "More tabs" menu when the tab bar has no room for it."""
-    tab = page.get_by_role("tab", name=name, exact=True)
-    if tab.count() and tab.is_visible():
-        tab.click()
-    else:
-        page.locator("button[aria-label='More tabs']").click()
-        page.locator(".overflow-dropdown button", has_text=name).click()
+    for _ in range(3):  # a click that lands while the page is still busy (a loaded machine) can be lost: retry
+        tab = page.get_by_role("tab", name=name, exact=True)
+        if tab.count() and tab.is_visible():
+            tab.click()
+        else:
+            page.locator("button[aria-label='More tabs']").click()
+            page.locator(".overflow-dropdown button", has_text=name).click()
+        for _ in range(50):
+            if page.locator("[role=tab][aria-selected=true]", has_text=re.compile(rf"^\s*{re.escape(name)}\s*$")).count():
+                return
+            page.wait_for_timeout(100)
+    raise AssertionError(f"tab {name!r} did not open; selected: {selected_tab(page)!r}")
 
 
 def selected_tab(page) -> str:
