@@ -183,6 +183,8 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, dataset: Dataset, device: torch.device, dist: DistInfo = DistInfo()):
         self.cfg, self.dataset, self.device, self.dist = cfg, dataset, device, dist
+        # the code this process runs: read once, since commits made while it trains do not change it
+        self.code_version = git_commit()
         c, s, _ = dataset.image_shape
         self.num_classes = dataset.num_classes
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
@@ -425,7 +427,7 @@ class Trainer:
             "progress": self.progress.__dict__.copy(),
             "training": {"device": device_name(self.device), "processes": self.dist.world_size,
                          "seconds": round(self.progress.seconds, 2)},
-            "versions": versions(), "git_commit": git_commit(),
+            "versions": versions(), "git_commit": self.code_version,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 
