@@ -65,6 +65,9 @@ def test_model_card_opens_with_a_plain_summary_written_from_the_numbers(name):
     assert card.index("## In short") < card.index("## Metrics")
     targets = json.loads((folder / "evaluation.json").read_text())["full"]["targets"]
     assert short.count("- Weak:") >= sum(t["met"] is False for t in targets.values()) - 1
+    memo = json.loads((folder / "evaluation.json").read_text())["full"]["memorization"]
+    held, limit = memo["heldout_near_copy_fraction"], targets["memorization<=heldout"]["limit"]
+    assert f"against {held:.2%} for held-out real images (allowed: up to {limit:.2%}" in short  # not the limit as the rate
     if name == "emnist":
         assert "- Weak: some classes are often drawn as a look-alike class: q (13.47%), L (48.46%), I (62.36%)" in short
     if name == "mnist":
