@@ -11,6 +11,7 @@ from .losses import LOSSES
 from .networks import ARCHITECTURES
 
 MISMATCH_LABELS = ("uniform", "hardest")
+FAKE_LABELS = ("uniform", "data")  # the labels G draws for: every class equally often, or the real batch's
 
 
 @dataclass
@@ -50,6 +51,7 @@ class TrainConfig:
     mismatch_labels: str = "uniform"     # which wrong label: "uniform" (any, equally often) or "hardest"
                                          # (the one D scores highest for that image; projection D only)
     mode_seeking: float = 0.0            # weight of MSGAN's diversity term in G's loss (0: off)
+    fake_labels: str = "uniform"         # generated images' labels: "uniform", or "data": the real batch's (class mix)
     augment: str = ""                    # DiffAugment policy, e.g. "translation,cutout"
     ema_decay: float = 0.999
     seed: int = 0
@@ -89,6 +91,8 @@ class TrainConfig:
             (self.label_smoothing == 0 or self.loss == "bce", "--label-smoothing applies to the bce loss only"),
             (self.mismatch_weight >= 0, "--mismatch-weight must be >= 0"),
             (self.mode_seeking >= 0, "--mode-seeking must be >= 0"),
+            (self.fake_labels in FAKE_LABELS,
+             f"unknown --fake-labels {self.fake_labels!r}; choose one of: {', '.join(FAKE_LABELS)}"),
             (self.mismatch_labels in MISMATCH_LABELS,
              f"unknown --mismatch-labels {self.mismatch_labels!r}; choose one of: {', '.join(MISMATCH_LABELS)}"),
             (self.mismatch_labels != "hardest" or self.mismatch_weight > 0,

@@ -288,7 +288,11 @@ class Trainer:
     def d_step(self, x_u8: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         cfg, b = self.cfg, len(y)
         z = torch.randn(b, cfg.z_dim, device=self.device, generator=self.rng)
-        y_fake = torch.randint(self.num_classes, (b,), device=self.device, generator=self.rng)
+        # --fake-labels data: the generated images take the real batch's labels, so a label alone never tells
+        # real from generated (with uniform labels on imbalanced data it does: a rare label is more often fake)
+        y_fake = y if cfg.fake_labels == "data" else torch.randint(self.num_classes, (b,), device=self.device,
+                                                                   generator=self.rng)
+        self.last_real_labels = y
         # A wrong label for each real image: add 1..K-1 modulo K, so it is never the right one.
         y_wrong = (y + torch.randint(1, max(self.num_classes, 2), (b,), device=self.device,
                                      generator=self.rng)) % self.num_classes
@@ -321,7 +325,10 @@ class Trainer:
     def g_step(self, batch_size: int) -> torch.Tensor:
         cfg = self.cfg
         z = torch.randn(batch_size, cfg.z_dim, device=self.device, generator=self.rng)
-        y = torch.randint(self.num_classes, (batch_size,), device=self.device, generator=self.rng)
+        if cfg.fake_labels == "data":  # G trains on the data's class mix too: the last real batch's labels
+            y = self.last_real_labels[:batch_size]
+        else:
+            y = torch.randint(self.num_classes, (batch_size,), device=self.device, generator=self.rng)
         if cfg.mode_seeking > 0:  # the two halves of the batch pair up: same labels, different latents
             half = batch_size // 2
             y = torch.cat([y[:half], y[:half], y[2 * half:]])

@@ -18,7 +18,7 @@ from pathlib import Path
 from . import distributed
 from .checkpoints import (MAX_PARAMETERS, REAL_SAMPLES_FILE, CheckpointError, allocation_error, file_sha256,
                           generator_file, latest_checkpoint, read_meta, resolve_checkpoint, tensor_header)
-from .config import MISMATCH_LABELS, TrainConfig
+from .config import FAKE_LABELS, MISMATCH_LABELS, TrainConfig
 from .data import DATASETS, EMNIST_SPLITS, SPLITS, DatasetError, data_fingerprint, load_dataset
 from .files import atomic_write_text
 from .image_folder import (DEFAULT_HOLDOUT_FRACTION, FOLDER_DATASET, IMAGE_SIZES, MIN_CLASS_IMAGES, FolderSource,
@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the wrong label of the matching-aware term: uniform (any, equally often) or hardest "
                         "(the one D scores highest for that image: the class it confuses the image with; "
                         "sngan only) (default %(default)s)")
+    g.add_argument("--fake-labels", choices=FAKE_LABELS, default=d.fake_labels,
+                   help="the labels of the generated images in training: uniform (every class equally often) or "
+                        "data (the real batch's labels, so both sides follow the data's class mix). On imbalanced "
+                        "data with uniform labels, a label alone says 'more often generated' for a rare class, and "
+                        "D can score labels instead of images (bench/probe_discriminator.py shows it) "
+                        "(default %(default)s)")
     g.add_argument("--mode-seeking", type=float, default=d.mode_seeking, metavar="W",
                    help="weight of MSGAN's diversity term: two latents of the same class must give images as far "
                         "apart as the latents are (against a class drawn as a few images; default %(default)s: off)")
@@ -200,7 +206,7 @@ def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSo
         g_width=args.g_width or defaults["g_width"], d_width=args.d_width or defaults["d_width"],
         steps=0, batch_size=args.batch_size, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1, beta2=args.beta2,
         d_steps=args.d_steps, label_smoothing=args.label_smoothing, mismatch_weight=args.mismatch_weight,
-        mismatch_labels=args.mismatch_labels, mode_seeking=args.mode_seeking,
+        mismatch_labels=args.mismatch_labels, mode_seeking=args.mode_seeking, fake_labels=args.fake_labels,
         augment=augment, ema_decay=args.ema_decay, seed=args.seed,
         amp=amp,  # --no-amp means the plain fp32 path: channels_last then only when asked for
         channels_last=speed["channels_last"] and amp if args.channels_last is None else args.channels_last,

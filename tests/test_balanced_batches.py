@@ -101,3 +101,48 @@ def test_old_checkpoints_without_the_field_load_as_unbalanced():
     d = TrainConfig().to_dict()
     del d["balanced_classes"]
     assert TrainConfig.from_dict(d).balanced_classes is False
+
+
+def test_fake_labels_data_gives_the_generated_images_the_real_batchs_labels(tmp_path):
+    """--fake-labels data: in every D step the generated half carries exactly the real half's labels, and G
+    trains on real batches' labels too (skewed data: the rare class stays rare on both sides); the default
+    draws them uniformly. Recorded in the config, and a resumed run is bitwise the straight one."""
+    from cgan.config import TrainConfig
+    from cgan.data import load_dataset
+    from cgan.training import Trainer
+
+    data = skewed_mnist(tmp_path / "mnist")
+    ds = load_dataset("mnist", "train", data)
+    seen = {}
+    for mode in ("data", "uniform"):
+        cfg = TrainConfig(dataset="mnist", steps=6, batch_size=32, z_dim=8, g_width=4, d_width=4, fake_labels=mode)
+        trainer = Trainer(cfg, ds, torch.device("cpu"))
+        d_calls, g_calls = [], []
+        trainer.D.register_forward_pre_hook(lambda m, args: d_calls.append(args[1].clone()))
+        trainer.G.register_forward_pre_hook(lambda m, args: g_calls.append(args[1].clone()))
+        for _ in range(6):
+            trainer.iteration()
+            trainer.progress.step += 1
+        halves = [(y[:len(y) // 2], y[len(y) // 2:]) for y in d_calls if len(y) == 64]  # D scores real + fake at once
+        assert len(halves) >= 6
+        seen[mode] = (all(torch.equal(r, f) for r, f in halves), torch.cat(g_calls))
+    assert seen["data"][0] and not seen["uniform"][0]
+    real_share = torch.bincount(ds.labels, minlength=10).float() / len(ds.labels)
+    g_data, g_uniform = (torch.bincount(seen[m][1], minlength=10).float() / len(seen[m][1]) for m in ("data", "uniform"))
+    rare = int(real_share.argmin())
+    assert g_data[rare] < g_uniform[rare] and (g_data - real_share).abs().max() < (g_uniform - real_share).abs().max()
+
+    base = ["--dataset", "mnist", "--data-dir", str(data), "--steps", "6", "--checkpoint-every", "3",
+            "--fake-labels", "data", "--no-progress", *TINY]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main([*base, "--out", str(straight)]) == 0
+    stop = [*base, "--out", str(resumed)]
+    stop[stop.index("--steps") + 1] = "3"
+    assert main(stop) == 0
+    assert main(["--resume", str(resumed), "--steps", "6", "--data-dir", str(data), "--no-progress"]) == 0
+    a = load_file(str(straight / "checkpoints" / "step-0000006" / "training_state.safetensors"))
+    b = load_file(str(resumed / "checkpoints" / "step-0000006" / "training_state.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    meta = json.loads((straight / "checkpoints" / "step-0000006" / "checkpoint.json").read_text())
+    assert meta["config"]["fake_labels"] == "data"
+    assert TrainConfig.from_dict({k: v for k, v in meta["config"].items() if k != "fake_labels"}).fake_labels == "uniform"
