@@ -1,5 +1,5 @@
-"""Which training recipe fixes EMNIST's look-alike classes (`--balanced-classes`, `--mismatch-weight`,
-`--mismatch-labels`)?
+"""Which training recipe fixes EMNIST's look-alike classes (`--balanced-classes`, `--fake-labels`,
+`--mismatch-weight`, `--mismatch-labels`)?
 `python bench/compare_emnist_recipes.py RUN_OR_CHECKPOINT... --data-dir DIR [--steps 1000,4000] [--json FILE]`.
 
 Each argument is a run folder (every checkpoint in it is scored, oldest first) or one checkpoint /
@@ -85,6 +85,7 @@ class WatchedClasses:
 def recipe(config: dict) -> str:
     """The knobs this comparison is about, in words: "plain", "balanced", "mismatch 0.5", ..."""
     parts = (["balanced"] if config.get("balanced_classes") else []) + (
+        ["fake labels data"] if config.get("fake_labels") == "data" else []) + (
         [f"mismatch {config['mismatch_weight']:g}" + (" hardest" if config.get("mismatch_labels") == "hardest" else "")]
         if config.get("mismatch_weight") else [])
     return " + ".join(parts) or "plain"
@@ -100,6 +101,7 @@ def score(folder: Path, evaluator, real, protocol, watched: WatchedClasses) -> d
         "balanced_classes": bool(config.get("balanced_classes", False)),
         "mismatch_weight": float(config.get("mismatch_weight", 0.0)),
         "mismatch_labels": config.get("mismatch_labels", "uniform"),
+        "fake_labels": config.get("fake_labels", "uniform"),
         "batch": config["batch_size"], "seed": config["seed"],
         "cond": cond["ratio"], "worst_class": cond["worst_class"],
         "cond_class": {k: cond["per_class_ratio"][k] for k in WATCHED},
