@@ -145,4 +145,8 @@ def test_fake_labels_data_gives_the_generated_images_the_real_batchs_labels(tmp_
     assert all(torch.equal(a[k], b[k]) for k in a)
     meta = json.loads((straight / "checkpoints" / "step-0000006" / "checkpoint.json").read_text())
     assert meta["config"]["fake_labels"] == "data"
+    from cgan.export import export
+    from cgan.model_card import render
+    card = render(export(straight, tmp_path / "export", str(data), real_per_class=2))
+    assert "generated images take the real batch's labels" in card
     assert TrainConfig.from_dict({k: v for k, v in meta["config"].items() if k != "fake_labels"}).fake_labels == "uniform"
