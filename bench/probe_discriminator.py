@@ -28,10 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from cgan.checkpoints import TRAINING_FILE, load_module, read_meta, read_tensors
+from cgan.checkpoints import TRAINING_FILE, read_meta
+from cgan.config import TrainConfig
 from cgan.data import load_dataset
 from cgan.images import from_uint8
-from cgan.networks import build_discriminator, build_generator
+from cgan.training import Trainer
 
 
 def probe(folder: Path, data_dir: str, per_class: int, seed: int = 0) -> dict:
@@ -43,12 +44,9 @@ def probe(folder: Path, data_dir: str, per_class: int, seed: int = 0) -> dict:
                          "give a checkpoint folder of a run")
     ds = load_dataset(cfg["dataset"], cfg["split"], data_dir=data_dir, emnist_split=cfg.get("emnist_split"))
     k = ds.num_classes
-    c, size = ds.images.shape[1], ds.images.shape[-1]
-    D = build_discriminator(cfg["arch"], k, c, size, cfg["d_width"]).eval()
-    G = build_generator(cfg["arch"], cfg["z_dim"], k, c, size, cfg["g_width"]).eval()
-    tensors = read_tensors(state)
-    load_module(D, tensors, state, "d.")
-    load_module(G, tensors, state, "g.")
+    trainer = Trainer(TrainConfig.from_dict(cfg), ds, torch.device("cpu"))
+    trainer.load(folder)  # the run's own G and D, read the way --resume reads them
+    D, G = trainer.D.eval(), trainer.G.eval()
     gen = torch.Generator().manual_seed(seed)
     share = torch.bincount(ds.labels, minlength=k).double() / len(ds.labels)
     real_mean, fake_mean = torch.zeros(k), torch.zeros(k)

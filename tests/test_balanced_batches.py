@@ -73,18 +73,24 @@ def skewed_mnist(folder):
     return folder
 
 
+def straight_and_resumed(tmp_path, base, data, stop_at, steps):
+    """Train ``base`` straight to ``steps``, and again stopped at ``stop_at`` and resumed; returns the straight
+    run folder and both runs' final training states."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main([*base, "--out", str(straight)]) == 0
+    stop = [*base, "--out", str(resumed)]
+    stop[stop.index("--steps") + 1] = str(stop_at)
+    assert main(stop) == 0
+    assert main(["--resume", str(resumed), "--steps", str(steps), "--data-dir", str(data), "--no-progress"]) == 0
+    state = lambda run: load_file(str(run / "checkpoints" / f"step-{steps:07d}" / "training_state.safetensors"))
+    return straight, state(straight), state(resumed)
+
+
 def test_train_balanced_resumes_bitwise_and_is_recorded(tmp_path):
     data = skewed_mnist(tmp_path / "mnist")
     base = ["--dataset", "mnist", "--data-dir", str(data), "--steps", "9", "--checkpoint-every", "4",
             "--log-every", "1", "--balanced-classes", "--no-progress", *TINY]
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert main([*base, "--out", str(straight)]) == 0
-    stop = [*base, "--out", str(resumed)]
-    stop[stop.index("--steps") + 1] = "4"
-    assert main(stop) == 0
-    assert main(["--resume", str(resumed), "--steps", "9", "--data-dir", str(data), "--no-progress"]) == 0
-    a = load_file(str(straight / "checkpoints" / "step-0000009" / "training_state.safetensors"))
-    b = load_file(str(resumed / "checkpoints" / "step-0000009" / "training_state.safetensors"))
+    straight, a, b = straight_and_resumed(tmp_path, base, data, 4, 9)
     assert all(torch.equal(a[k], b[k]) for k in a)
     meta = json.loads((straight / "checkpoints" / "step-0000009" / "checkpoint.json").read_text())
     assert meta["config"]["balanced_classes"] is True
@@ -134,14 +140,7 @@ def test_fake_labels_data_gives_the_generated_images_the_real_batchs_labels(tmp_
 
     base = ["--dataset", "mnist", "--data-dir", str(data), "--steps", "6", "--checkpoint-every", "3",
             "--fake-labels", "data", "--no-progress", *TINY]
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert main([*base, "--out", str(straight)]) == 0
-    stop = [*base, "--out", str(resumed)]
-    stop[stop.index("--steps") + 1] = "3"
-    assert main(stop) == 0
-    assert main(["--resume", str(resumed), "--steps", "6", "--data-dir", str(data), "--no-progress"]) == 0
-    a = load_file(str(straight / "checkpoints" / "step-0000006" / "training_state.safetensors"))
-    b = load_file(str(resumed / "checkpoints" / "step-0000006" / "training_state.safetensors"))
+    straight, a, b = straight_and_resumed(tmp_path, base, data, 3, 6)
     assert all(torch.equal(a[k], b[k]) for k in a)
     meta = json.loads((straight / "checkpoints" / "step-0000006" / "checkpoint.json").read_text())
     assert meta["config"]["fake_labels"] == "data"
