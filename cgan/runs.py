@@ -220,6 +220,21 @@ def original_command(run_dir: Path) -> str | None:
     return None
 
 
+def recorded_data_dir(run_dir: Path) -> str | None:
+    """The data folder the run's latest command gave (run.json), if it is still a folder: what --resume reads
+    when no --data-dir is given. None for a run without one (downloaded data, your own images) or from before
+    run.json recorded it."""
+    try:
+        invocations = json.loads((run_dir / RUN_FILE).read_text())["invocations"]
+        for invocation in reversed(invocations):
+            folder = invocation.get("data_dir") if isinstance(invocation, dict) else None
+            if isinstance(folder, str) and "\0" not in folder and len(folder) <= 4096:
+                return folder if os.path.isdir(folder) else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
+
+
 def reusable_without_checkpoint(run_dir: Path) -> bool:
     """Whether ``run_dir`` is a run folder that never reached a checkpoint (so --out may reuse it)."""
     return (run_dir / RUN_FILE).is_file() and not list_checkpoints(run_dir)

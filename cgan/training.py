@@ -617,13 +617,15 @@ def draw_loss_plot(csv_path: Path, png_path: Path) -> None:
 
 
 def write_run_info(run_dir: Path, argv: list[str], cfg: TrainConfig, dataset: Dataset, device: torch.device,
-                   resumed: bool) -> None:
-    """run.json: every command line that worked on this run, the config, and the code version."""
+                   resumed: bool, data_dir: str | None = None) -> None:
+    """run.json: every command line that worked on this run, the config, and the code version; with the data
+    folder as an absolute path, so a later --resume without --data-dir reads the same files (from any folder)."""
     path = run_dir / "run.json"
     info = json.loads(path.read_text()) if path.exists() else {"invocations": []}
     info["config"] = cfg.to_dict()
     info["dataset"] = dataset_meta(dataset)
     info["invocations"].append({"argv": argv, "resumed": resumed, "git_commit": git_commit(),
                                 "versions": versions(), "device": device_name(device),
-                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                **({"data_dir": os.path.abspath(data_dir)} if data_dir else {})})
     atomic_write_text(path, json.dumps(info, indent=2))

@@ -25,8 +25,8 @@ from .image_folder import (DEFAULT_HOLDOUT_FRACTION, FOLDER_DATASET, IMAGE_SIZES
                            display_name, folder_title, format_report, load_config_data, load_folder_dataset)
 from .losses import LOSSES
 from .networks import ARCHITECTURES, AUTO_AUGMENT_MAX_IMAGES, parameter_count, recipe, speed_defaults
-from .runs import (lock_run, newest_intact_checkpoint, original_command, reset_run_without_checkpoint,
-                   reusable_without_checkpoint, write_real_samples, write_status)
+from .runs import (lock_run, newest_intact_checkpoint, original_command, recorded_data_dir,
+                   reset_run_without_checkpoint, reusable_without_checkpoint, write_real_samples, write_status)
 from .training import RunControl, TrainingDiverged, fit, write_run_info
 
 # What --resume lets a user change; everything else is the run's own config.
@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=None, help="run folder (default runs/DATASET-ARCH-TIME); must be new or empty")
     g.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its latest checkpoint; only --steps/--epochs, "
-                        "--device, --data-dir and the --*-every options may be given again")
+                        "--device, --data-dir and the --*-every options may be given again (without --data-dir: the "
+                        "folder the run last read)")
     g.add_argument("--log-every", type=int, default=d.log_every, help="loss log interval in steps (default %(default)s)")
     g.add_argument("--sample-every", type=int, default=d.sample_every,
                    help="also write a sample grid every N steps (0: once per epoch only) (default %(default)s)")
@@ -447,6 +448,11 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
             if name in given:
                 setattr(cfg, name, getattr(args, name))
         args.dataset, args.split, args.emnist_split = cfg.dataset, cfg.split, cfg.emnist_split
+        if args.data_dir is None and cfg.dataset != FOLDER_DATASET:
+            args.data_dir = recorded_data_dir(run_dir)
+            if args.data_dir and dist_info.is_main:
+                print(f"data from {args.data_dir} (the run's --data-dir; give --data-dir to read another copy)",
+                      file=sys.stderr)
     folder = None
     if args.resume and cfg.dataset == FOLDER_DATASET:
         if args.labels or args.image_folder:  # the images moved: the config records where they are now
@@ -488,7 +494,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
                                  f"run with --resume {run_dir}")
             print(f"reusing {run_dir}: an earlier run there stopped before its first checkpoint", file=sys.stderr)
             reset_run_without_checkpoint(run_dir)
-        write_run_info(run_dir, ["train.py", *argv], cfg, dataset, device, resumed=resume_from is not None)
+        write_run_info(run_dir, ["train.py", *argv], cfg, dataset, device, resumed=resume_from is not None,
+                       data_dir=args.data_dir if cfg.dataset != FOLDER_DATASET else None)
         if folder is not None:
             write_data_report(run_dir, folder[1])
         print(f"cgan-studio: {cfg.arch} on {cfg.dataset} ({cfg.split}, {len(dataset):,} images, "

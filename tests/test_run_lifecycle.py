@@ -357,6 +357,24 @@ def test_real_samples_for_prefers_the_folder_and_validates_the_runs_file(tiny_ru
         real_samples_for(latest_checkpoint(run))
 
 
+def test_resume_without_data_dir_reads_the_folder_the_run_was_trained_on(tmp_path, mnist_dir, monkeypatch):
+    """`--resume RUN` alone works (as the studio's stop message and status say it does): run.json records the
+    --data-dir as an absolute path, so a relative one given in another folder still resolves; a later
+    --data-dir (a moved copy) takes over."""
+    monkeypatch.chdir(mnist_dir.parent)
+    run = tmp_path / "run"
+    assert train_main(["--dataset", "mnist", "--data-dir", mnist_dir.name, *TINY, "--steps", "2",
+                       "--checkpoint-every", "1000", "--out", str(run), "--no-progress"]) == 0
+    monkeypatch.chdir(tmp_path)  # "mnist" no longer names the data from here
+    assert train_main(["--resume", str(run), "--steps", "3", "--no-progress"]) == 0
+    assert read_status(run)["step"] == 3
+    copy = shutil.copytree(mnist_dir, tmp_path / "moved")
+    assert train_main(["--resume", str(run), "--data-dir", "moved", "--steps", "4", "--no-progress"]) == 0
+    invocations = json.loads((run / "run.json").read_text())["invocations"]
+    assert [i["data_dir"] for i in invocations] == [str(mnist_dir.resolve())] * 2 + [str(copy.resolve())]
+    assert read_status(run)["step"] == 4
+
+
 def test_resume_keeps_the_real_samples_and_an_older_run_gains_them(tiny_run, tmp_path, mnist_dir):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
