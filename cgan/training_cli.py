@@ -218,7 +218,8 @@ def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSo
         checkpoint_every=args.checkpoint_every, keep=args.keep, d_warmup=args.d_warmup)
 
 
-INIT_MODEL_OPTIONS = ("arch", "loss", "z_dim", "g_width", "d_width")  # taken from the --init-from model
+INIT_MODEL_OPTIONS = ("arch", "loss", "z_dim", "g_width")  # taken from the --init-from model
+INIT_FRESH_OPTIONS = ("d_width",)  # the model's unless given: its D is new, so it may be wider
 
 
 def read_init_model(args, given: set[str]) -> dict:
@@ -239,6 +240,9 @@ def read_init_model(args, given: set[str]) -> dict:
             raise ValueError(f"{option} {getattr(args, name)} differs from the model in {args.init_from} "
                              f"({option} {mine}): leave {option} out to continue from that model")
         setattr(args, name, mine)
+    for name in INIT_FRESH_OPTIONS:
+        if name not in given:
+            setattr(args, name, getattr(own, name))
     steps = int(meta["step"]) + own.init_steps  # a continued model counts all its runs' steps
     file = generator_file(folder)
     tensor_header(file)  # truncated or corrupt weights are refused now, before a run folder exists

@@ -66,6 +66,23 @@ def test_starts_from_the_export_trains_d_alone_first_and_resumes_bitwise(tmp_pat
     assert read_meta(again / "checkpoints" / "step-0000001")["config"]["init_steps"] == 4 + 4
 
 
+def test_the_fresh_discriminator_may_be_wider_than_the_models(tmp_path, mnist_dir, tiny_export):
+    """--d-width with --init-from: the D is new, so its width is free (the model's when not given); G's is not."""
+    run = tmp_path / "wide-d"
+    wide = [a if a != "8" or i == 0 or TINY[i - 1] != "--d-width" else "12" for i, a in enumerate(TINY)]
+    assert train(["--dataset", "mnist", "--data-dir", str(mnist_dir), "--steps", "2", "--checkpoint-every", "2",
+                  *wide, "--init-from", str(tiny_export), "--d-warmup", "1", "--out", str(run)]) == 0
+    meta = read_meta(run / "checkpoints" / "step-0000002")
+    assert meta["config"]["d_width"] == 12 and meta["config"]["g_width"] == 8
+    plain = tmp_path / "plain"
+    assert train(args(mnist_dir, plain, 2, "--init-from", tiny_export)) == 0
+    assert read_meta(plain / "checkpoints" / "step-0000002")["config"]["d_width"] == 8
+    wide_d, plain_d = training_of(run, 2), training_of(plain, 2)
+    assert wide_d["d.features.0.bias"].numel() > plain_d["d.features.0.bias"].numel()  # the D really is wider
+    shapes = lambda tensors: {k: t.shape for k, t in tensors.items()}  # noqa: E731
+    assert shapes(generator_of(run, 2)) == shapes(generator_of(plain, 2))  # G has the model's shapes in both
+
+
 def test_refuses_what_does_not_fit_before_a_run_folder_exists(tmp_path, mnist_dir, tiny_export, capsys):
     run = tmp_path / "run"
     assert train(args(mnist_dir, run, 1, "--init-from", tiny_export, "--g-width", "16")) == 2
