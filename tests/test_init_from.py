@@ -69,9 +69,7 @@ def test_starts_from_the_export_trains_d_alone_first_and_resumes_bitwise(tmp_pat
 def test_the_fresh_discriminator_may_be_wider_than_the_models(tmp_path, mnist_dir, tiny_export):
     """--d-width with --init-from: the D is new, so its width is free (the model's when not given); G's is not."""
     run = tmp_path / "wide-d"
-    wide = [a if a != "8" or i == 0 or TINY[i - 1] != "--d-width" else "12" for i, a in enumerate(TINY)]
-    assert train(["--dataset", "mnist", "--data-dir", str(mnist_dir), "--steps", "2", "--checkpoint-every", "2",
-                  *wide, "--init-from", str(tiny_export), "--d-warmup", "1", "--out", str(run)]) == 0
+    assert train(args(mnist_dir, run, 2, "--init-from", tiny_export, "--d-warmup", "1", "--d-width", "12")) == 0
     meta = read_meta(run / "checkpoints" / "step-0000002")
     assert meta["config"]["d_width"] == 12 and meta["config"]["g_width"] == 8
     plain = tmp_path / "plain"
