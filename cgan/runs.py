@@ -208,15 +208,22 @@ def newest_intact_checkpoint(run_dir: Path, move_damaged: bool = True, warn=prin
     return None
 
 
+def recorded_invocations(run_dir: Path) -> list:
+    """run.json's command records, oldest first, unchecked (the callers check what they read); [] when the
+    file is missing or unreadable (messages that use it then say less, they never fail)."""
+    try:
+        invocations = json.loads((run_dir / RUN_FILE).read_text())["invocations"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return invocations if isinstance(invocations, list) else []
+
+
 def original_command(run_dir: Path) -> str | None:
     """The first command line recorded in run.json, for messages that say how to start a run again."""
-    try:
-        info = json.loads((run_dir / RUN_FILE).read_text())
-        argv = info["invocations"][0]["argv"]
-        if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
-            return "python " + " ".join(argv)
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        pass
+    invocations = recorded_invocations(run_dir)
+    argv = invocations[0].get("argv") if invocations and isinstance(invocations[0], dict) else None
+    if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
+        return "python " + " ".join(argv)
     return None
 
 
@@ -224,14 +231,10 @@ def recorded_data_dir(run_dir: Path) -> str | None:
     """The data folder the run's latest command gave (run.json), if it is still a folder: what --resume reads
     when no --data-dir is given. None for a run without one (downloaded data, your own images) or from before
     run.json recorded it."""
-    try:
-        invocations = json.loads((run_dir / RUN_FILE).read_text())["invocations"]
-        for invocation in reversed(invocations):
-            folder = invocation.get("data_dir") if isinstance(invocation, dict) else None
-            if isinstance(folder, str) and "\0" not in folder and len(folder) <= 4096:
-                return folder if os.path.isdir(folder) else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
+    for invocation in reversed(recorded_invocations(run_dir)):
+        folder = invocation.get("data_dir") if isinstance(invocation, dict) else None
+        if isinstance(folder, str) and "\0" not in folder and len(folder) <= 4096:
+            return folder if os.path.isdir(folder) else None
     return None
 
 
