@@ -2,20 +2,22 @@
 # The GPU speed table in one device call, JSON files into $OUT (run after `gpu_quality.sh data`: the
 # time-to-quality row reads .gpuraw/mnist). Every row is `python -m cgan.bench`; see bench/README.md.
 #
-#   device:  bash bench/gpu_speed.sh                       # about 6 minutes on an H100-class GPU
+#   device:  bash bench/gpu_speed.sh                       # about 6 minutes on an H100-class GPU, 8 with row 6
 #   here:    SMOKE=1 DEVICE=cpu bash bench/gpu_speed.sh    # the same rows at toy sizes on the CPU
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DEV=${DEVICE:-cuda}
 OUT=${OUT:?set OUT to the folder that comes back}
-RES=$(mktemp -d)  # the JSON files, packed into one tar at the end (the device returns at most 8 files)
+RES=$(mktemp -d)  # the JSON files, packed into one tar (the device returns at most 8 files)
 if [ -n "${SMOKE:-}" ]; then
   size=(--steps 3 --warmup 4 --batch-size 16); ttq=(--ttq-quick --ttq-max-steps 20 --ttq-eval-every 10)
+  big=(--ttq-batch-size 256 --ttq-lr-warmup 2)
 else
-  size=(); ttq=()
+  size=(); ttq=(); big=(--ttq-batch-size 512,2048 --ttq-lr-warmup 100)
 fi
-bench() { PYTHONUNBUFFERED=1 "$PY" -m cgan.bench --device "$DEV" "$@"; }
+# every row packs the JSON so far into $OUT, so a call cut off at its limit still brings back what finished
+bench() { PYTHONUNBUFFERED=1 "$PY" -m cgan.bench --device "$DEV" "$@"; tar -C "$RES" -cf "$OUT/gpu-speed.tar" .; }
 
 # 1. every architecture, both data paths, train.py's defaults (CUDA: bf16 + compile with CUDA graphs),
 #    with the tutorial baseline of each and the host-sync check
@@ -38,5 +40,7 @@ bench --skip-throughput --no-tutorial --time-to-quality --cuda-graph --data-dir 
   --evaluator checkpoints/mnist "${ttq[@]}" --json "$RES/ttq-graph.json"
 bench --skip-throughput --no-tutorial --time-to-quality --data-dir .gpuraw/mnist --split test \
   --evaluator checkpoints/mnist "${ttq[@]}" --json "$RES/ttq-compile.json"
-tar -C "$RES" -cf "$OUT/gpu-speed.tar" .
+# 6. time to quality at larger batches: rates times sqrt(B/128), warmed up over 100 steps (batch 128 is row 5)
+bench --skip-throughput --no-tutorial --time-to-quality --cuda-graph --data-dir .gpuraw/mnist --split test \
+  --evaluator checkpoints/mnist --ttq-lr-scaling sqrt "${big[@]}" "${ttq[@]}" --json "$RES/ttq-graph-batches.json"
 "$PY" -m cgan.bench --summarize "$RES"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import time
@@ -121,7 +122,8 @@ def time_to_quality(data_dir: str, evaluator_path: str, device: torch.device, cf
             break
     reached = bool(checks) and checks[-1]["cond_ratio"] >= cond_target and checks[-1]["gan_train"] >= gan_train_target
     return {"reached": reached, "seconds": round(train_s, 2) if reached else None, "steps": trainer.progress.step,
-            "first_iteration_s": round(first_iteration_s, 2), "batch_size": cfg.batch_size, "compile": cfg.compile,
+            "first_iteration_s": round(first_iteration_s, 2), "batch_size": cfg.batch_size, "lr_g": cfg.lr_g,
+            "lr_d": cfg.lr_d, "lr_warmup": cfg.lr_warmup, "compile": cfg.compile, "cuda_graph": cfg.cuda_graph,
             "amp": cfg.amp, "protocol": protocol.name, "cond_target": cond_target, "gan_train_target": gan_train_target, "checks": checks}
 
 
@@ -292,6 +294,27 @@ def compile_start(arch: str, device: str, batch: int, data_dir: str | None, runs
     return {"arch": arch, "batch_size": batch, "compile_mode": r["compile_mode"], "cold": starts[0], "warm": starts[1:]}
 
 
+TTQ_BASE_BATCH = 128  # the time-to-quality batch the default learning rates are used at unchanged
+LR_SCALING = {"sqrt": math.sqrt, "linear": lambda k: k, "none": lambda k: 1.0}
+
+
+def batch_list(text: str) -> list[int]:
+    """``--ttq-batch-size 128,512,2048``: positive integers, comma-separated."""
+    try:
+        sizes = [int(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected batch sizes like 128 or 128,512,2048, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be at least 1, got {text!r}")
+    return sizes
+
+
+def scaled_rates(cfg: TrainConfig, batch: int, rule: str) -> dict:
+    """The learning rates for ``batch`` by ``rule`` (LR_SCALING), from ``cfg``'s rates at TTQ_BASE_BATCH."""
+    k = LR_SCALING[rule](batch / TTQ_BASE_BATCH)
+    return {"lr_g": cfg.lr_g * k, "lr_d": cfg.lr_d * k}
+
+
 def summarize(folder: str) -> None:
     """One table from the JSON files this benchmark wrote into ``folder`` (bench/gpu_speed.sh's rows)."""
     for f in sorted(Path(folder).glob("*.json")):
@@ -299,9 +322,9 @@ def summarize(folder: str) -> None:
         for row in r.get("results") or []:
             print(f"{f.stem:20s} {row['arch']:16s} {row['loader']:10s} batch {row['batch_size']:5d} "
                   f"{row['images_per_s']:>12,.0f} img/s  warm-up {row.get('warmup_s')} s  peak {row.get('peak_mem_mb')} MB")
-        if r.get("time_to_quality"):
-            t = r["time_to_quality"]
-            print(f"{f.stem:20s} time to quality: {'reached' if t['reached'] else 'NOT reached'} at step {t['steps']}, "
+        for t in r.get("time_to_quality_by_batch") or ([r["time_to_quality"]] if r.get("time_to_quality") else []):
+            print(f"{f.stem:20s} time to quality, batch {t['batch_size']}: "
+                  f"{'reached' if t['reached'] else 'NOT reached'} at step {t['steps']}, "
                   f"{t['seconds']} s (first iteration, compile included, {t['first_iteration_s']} s)")
         if r.get("compile_start"):
             print(f"{f.stem:20s} compile start: {json.dumps(r['compile_start'])}")
@@ -346,9 +369,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-to-quality", action="store_true",
                    help="also measure time-to-quality of the default arch on MNIST (needs --data-dir and --evaluator)")
     p.add_argument("--evaluator", default="checkpoints/mnist", help="MNIST evaluator (folder or file)")
-    p.add_argument("--ttq-batch-size", type=int, default=128)
-    p.add_argument("--ttq-eval-every", type=int, default=500)
-    p.add_argument("--ttq-max-steps", type=int, default=20_000)
+    p.add_argument("--ttq-batch-size", type=batch_list, default=[TTQ_BASE_BATCH], metavar="B[,B...]",
+                   help=f"one batch size, or several to find the one that reaches quality soonest (default "
+                        f"{TTQ_BASE_BATCH}, the batch the default rates are for)")
+    p.add_argument("--ttq-lr-scaling", choices=list(LR_SCALING), default="sqrt",
+                   help=f"the rates at a batch B other than {TTQ_BASE_BATCH}: times sqrt(B/{TTQ_BASE_BATCH}) "
+                        f"(default, the usual rule for Adam), B/{TTQ_BASE_BATCH}, or unchanged")
+    p.add_argument("--ttq-lr-warmup", type=int, default=0, metavar="N",
+                   help="train.py's --lr-warmup for the batches above the base one (raised rates)")
+    p.add_argument("--ttq-eval-every", type=int, default=500,
+                   help=f"steps between evaluations at batch {TTQ_BASE_BATCH}; other batches evaluate after the "
+                        f"same number of images")
+    p.add_argument("--ttq-max-steps", type=int, default=20_000, help=f"at batch {TTQ_BASE_BATCH}, as above")
     p.add_argument("--ttq-quick", action="store_true", help="quick evaluation protocol (smoke tests on CPU)")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--compile-start", action="store_true",
@@ -392,16 +424,26 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"{r['arch']:20s} {r['loader']:11s} {r['batch_size']:>5d} {r['images_per_s']:>12,.0f} "
               f"{r['warmup_s'] if r['warmup_s'] is not None else '-':>9} {r['peak_mem_mb'] or '-':>8}")
-    ttq = None
+    ttq, ttq_by_batch = None, None
     if args.time_to_quality:
-        cfg = replace(TrainConfig(), **recipe("sngan", 10_000), batch_size=args.ttq_batch_size,  # MNIST test: 10k
-                      **speed_fields(args, "sngan", device))
-        print(f"time-to-quality: sngan, MNIST test split, batch {cfg.batch_size}, evaluation every "
-              f"{args.ttq_eval_every} steps", flush=True)
-        ttq = time_to_quality(args.data_dir, args.evaluator, device, cfg, args.ttq_eval_every, args.ttq_max_steps,
-                              quick=args.ttq_quick)
-        print(f"time-to-quality: {'reached' if ttq['reached'] else 'NOT reached'} at step {ttq['steps']}, "
-              f"{ttq['seconds']} s of training (first iteration incl. compile {ttq['first_iteration_s']} s)", flush=True)
+        ttq_by_batch = []
+        for b in args.ttq_batch_size:
+            base = replace(TrainConfig(), **recipe("sngan", 10_000), batch_size=b,  # MNIST test: 10k images
+                           **speed_fields(args, "sngan", device))
+            cfg = replace(base, **scaled_rates(base, b, args.ttq_lr_scaling),
+                          lr_warmup=args.ttq_lr_warmup if b > TTQ_BASE_BATCH else 0)
+            every, most = (max(1, round(n * TTQ_BASE_BATCH / b)) for n in (args.ttq_eval_every, args.ttq_max_steps))
+            print(f"time-to-quality: sngan, MNIST test split, batch {b}, lr_g {cfg.lr_g:.3g} lr_d {cfg.lr_d:.3g} "
+                  f"(warm-up {cfg.lr_warmup} steps), evaluation every {every} steps", flush=True)
+            r = time_to_quality(args.data_dir, args.evaluator, device, cfg, every, most, quick=args.ttq_quick)
+            print(f"time-to-quality: {'reached' if r['reached'] else 'NOT reached'} at step {r['steps']}, "
+                  f"{r['seconds']} s of training (first iteration incl. compile {r['first_iteration_s']} s)", flush=True)
+            ttq_by_batch.append(r)
+        reached = [r for r in ttq_by_batch if r["reached"]]
+        ttq = min(reached, key=lambda r: r["seconds"]) if reached else ttq_by_batch[0]
+        if len(ttq_by_batch) > 1:
+            print(f"time-to-quality: soonest at batch {ttq['batch_size']}" if reached else
+                  "time-to-quality: no batch reached quality", flush=True)
     start = None
     if args.compile_start:
         start = compile_start(args.archs.split(",")[0], args.device, batch, args.data_dir)
@@ -411,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
               "date": time.strftime("%Y-%m-%d"), "dataset": "synthetic" if not args.data_dir else args.dataset,
               "results": results, "precision_variants": variants, "time_to_quality": ttq,
+              "time_to_quality_by_batch": ttq_by_batch if ttq_by_batch and len(ttq_by_batch) > 1 else None,
               "compile_start": start}
     if args.json:
         with open(args.json, "w") as f:

@@ -353,9 +353,12 @@ class Trainer:
         step_seed = mix_seed(cfg.seed, self.dist.rank, p.step)
         self.rng.manual_seed(step_seed)
         torch.manual_seed(step_seed)  # dropout (mlp D) draws from the global generator
+        if p.step < cfg.lr_warmup:  # --lr-warmup: a function of the step alone, so a resumed run matches
+            self.scale_learning_rates(min(1.0, (p.step + 1) / cfg.lr_warmup))
         # A short EMA warm-up (early EMA follows G), except from a trained generator: its EMA already averages.
         decay = cfg.ema_decay if cfg.init_from else min(cfg.ema_decay, (1 + p.step) / (10 + p.step))
-        if cfg.cuda_graph and p.step >= cfg.d_warmup:
+        # (a captured graph keeps the rates it was captured with: it starts once both warm-ups are over)
+        if cfg.cuda_graph and p.step >= max(cfg.d_warmup, cfg.lr_warmup):
             out = self._static_iteration(1.0 - decay)
         else:
             for _ in range(cfg.d_steps):
@@ -370,6 +373,12 @@ class Trainer:
         p.step += 1
         p.images_seen += cfg.d_steps * cfg.batch_size * self.dist.world_size
         return out
+
+    def scale_learning_rates(self, factor: float) -> None:
+        """Set both optimisers' rates to ``factor`` times the configured ones (1.0 restores them exactly)."""
+        for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * factor
 
     # ------------------------------------------------------------------ --cuda-graph
     GRAPH_WARMUP = 3  # eager iterations before the capture (lazy initialisation, as CUDA graphs require)

@@ -20,6 +20,17 @@ TINY = ["--g-width", "8", "--d-width", "8", "--z-dim", "16", "--batch-size", "16
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def training_state(t) -> dict:
+    """A Trainer's G, D, EMA and optimiser tensors by name: what a bitwise comparison of two runs compares."""
+    out = {f"g.{k}": v for k, v in t.G.state_dict().items()}
+    out.update({f"d.{k}": v for k, v in t.D.state_dict().items()})
+    out.update({f"ema.{k}": v for k, v in t.G_ema.state_dict().items()})
+    for name, opt in (("opt_g", t.opt_g), ("opt_d", t.opt_d)):
+        for i, s in opt.state_dict()["state"].items():
+            out.update({f"{name}.{i}.{k}": v for k, v in s.items()})
+    return out
+
+
 def synthetic_images(n: int, classes: int = 10, size: int = 28, seed: int = 0, channels: int = 1):
     """Class-dependent images: a bright bar whose position encodes the class, plus noise."""
     rng = np.random.default_rng(seed)

@@ -16,19 +16,9 @@ from cgan.config import TrainConfig
 from cgan.data import load_dataset
 from cgan.training import Trainer
 from cgan.training_cli import main as train
-from conftest import TINY
+from conftest import TINY, training_state as state
 
 CPU = torch.device("cpu")
-
-
-def state(t: Trainer) -> dict:
-    out = {f"g.{k}": v for k, v in t.G.state_dict().items()}
-    out.update({f"d.{k}": v for k, v in t.D.state_dict().items()})
-    out.update({f"ema.{k}": v for k, v in t.G_ema.state_dict().items()})
-    for name, opt in (("opt_g", t.opt_g), ("opt_d", t.opt_d)):
-        for i, s in opt.state_dict()["state"].items():
-            out.update({f"{name}.{i}.{k}": v for k, v in s.items()})
-    return out
 
 
 @pytest.mark.parametrize("cfg", [
@@ -38,7 +28,9 @@ def state(t: Trainer) -> dict:
     TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=6, mismatch_weight=0.5),
     TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=7, mismatch_weight=0.5,
                 mismatch_labels="hardest"),
-], ids=["sngan-augment", "sngan-2dsteps-bf16", "mlp-dropout", "sngan-matching-aware", "sngan-hardest-wrong"])
+    TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=8, lr_warmup=3),
+], ids=["sngan-augment", "sngan-2dsteps-bf16", "mlp-dropout", "sngan-matching-aware", "sngan-hardest-wrong",
+        "sngan-lr-warmup"])
 def test_the_fixed_buffer_body_is_the_plain_iteration_bit_for_bit(mnist_dir, cfg):
     ds = load_dataset("mnist", "train", mnist_dir)  # 96 images, 6 batches of 16: 8 steps cross epochs
     plain, static = Trainer(cfg, ds, CPU), Trainer(replace(cfg, cuda_graph=True), ds, CPU)

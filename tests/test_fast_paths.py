@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 
 from cgan.config import TrainConfig
@@ -100,6 +101,22 @@ def test_the_benchmark_times_the_naive_baseline_and_the_precision_variants(tmp_p
     assert [v["variant"] for v in report["precision_variants"]] == ["fp32", "bf16", "channels_last",
                                                                      "bf16+channels_last"]
     assert "naive baseline" in capsys.readouterr().out
+
+
+def test_the_time_to_quality_batch_sweep_parses_batches_and_raises_the_rates_by_its_rule(capsys):
+    from cgan.bench import TTQ_BASE_BATCH, main as bench, scaled_rates
+    from cgan.config import TrainConfig
+
+    cfg = TrainConfig(lr_g=2e-4, lr_d=1e-4)
+    assert TTQ_BASE_BATCH == 128
+    assert scaled_rates(cfg, 512, "sqrt") == {"lr_g": 4e-4, "lr_d": 2e-4}
+    assert scaled_rates(cfg, 512, "linear") == {"lr_g": 8e-4, "lr_d": 4e-4}
+    assert scaled_rates(cfg, 512, "none") == {"lr_g": 2e-4, "lr_d": 1e-4}
+    assert scaled_rates(cfg, 128, "sqrt") == {"lr_g": 2e-4, "lr_d": 1e-4}
+    for bad in ("128,x", "0", "128,,512"):
+        with pytest.raises(SystemExit):
+            bench(["--time-to-quality", "--ttq-batch-size", bad])
+        assert "batch sizes" in capsys.readouterr().err
 
 
 def test_speed_defaults_follow_the_device_and_the_architecture():

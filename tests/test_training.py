@@ -8,12 +8,21 @@ import os
 import subprocess
 import sys
 
+from dataclasses import replace
+
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from cgan.checkpoints import list_checkpoints
+from cgan.config import TrainConfig
+from cgan.data import load_dataset
+from cgan.model_card import render
+from cgan.training import Trainer
 from cgan.training_cli import main
-from conftest import REPO, TINY
+from conftest import REPO, TINY, training_state
+
+CPU = torch.device("cpu")
 
 
 def train(argv, capsys=None):
@@ -84,6 +93,42 @@ def test_resume_follows_the_same_trajectory(tmp_path, mnist_dir, arch):
     assert len(json.loads((resumed / "run.json").read_text())["invocations"]) == 2
 
 
+def test_lr_warmup_ramps_both_rates_and_a_run_resumed_inside_it_matches(tmp_path, mnist_dir):
+    """--lr-warmup 4: iteration k steps with min(k, 4)/4 of each rate. Adam's first update is the rate
+    times a unit-size direction, so the first D update is a quarter of the plain run's; a run saved inside
+    the warm-up and resumed is the straight run bit for bit (the rate is a function of the step)."""
+    ds = load_dataset("mnist", "train", mnist_dir)
+    cfg = TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=2, lr_g=3e-4, lr_d=1e-4, lr_warmup=4)
+    warm, plain = Trainer(cfg, ds, CPU), Trainer(replace(cfg, lr_warmup=0), ds, CPU)
+    start = [p.detach().clone() for p in plain.D.parameters()]
+    warm.iteration(), plain.iteration()
+    moved = lambda t: torch.cat([(p.detach() - q).flatten() for p, q in zip(t.D.parameters(), start)]).norm()
+    assert moved(warm) / moved(plain) == pytest.approx(0.25, rel=1e-3)
+    rates = [(warm.opt_g.param_groups[0]["lr"], warm.opt_d.param_groups[0]["lr"])]
+    for _ in range(5):
+        warm.iteration()
+        rates.append((warm.opt_g.param_groups[0]["lr"], warm.opt_d.param_groups[0]["lr"]))
+    assert rates == [(3e-4 * f, 1e-4 * f) for f in (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)]
+    assert rates[3] == (cfg.lr_g, cfg.lr_d)  # exactly the configured rates once it is over
+    first = Trainer(cfg, ds, CPU)
+    for _ in range(2):
+        first.iteration()
+    saved = first.save(tmp_path / "run")
+    assert "warmed up linearly over the first 4 iterations" in render(saved)  # the model card says so
+    resumed = Trainer(cfg, ds, CPU)
+    resumed.load(saved)
+    for _ in range(4):
+        resumed.iteration()
+    a, b = training_state(warm), training_state(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    assert resumed.opt_g.param_groups[0]["lr"] == cfg.lr_g
+    with pytest.raises(ValueError, match="--lr-warmup must be >= 0"):
+        replace(cfg, lr_warmup=-1).validate()
+    old = cfg.to_dict()
+    del old["lr_warmup"]  # a checkpoint from before the option: no warm-up
+    assert TrainConfig.from_dict(old).lr_warmup == 0
+
+
 def test_resume_refuses_other_options(tmp_path, mnist_dir, tiny_run, capsys):
     assert train(["--resume", str(tiny_run), "--lr-g", "0.1", "--steps", "8"]) == 2
     err = capsys.readouterr().err
@@ -114,7 +159,8 @@ def test_help_documents_every_option():
     out = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, capture_output=True, text=True).stdout
     for opt in ["--dataset", "--data-dir", "--split", "--emnist-split", "--arch", "--loss", "--epochs", "--steps",
                 "--batch-size", "--lr-g", "--lr-d", "--z-dim", "--seed", "--out", "--resume", "--device",
-                "--sample-every", "--checkpoint-every", "--keep", "--mismatch-weight", "--mismatch-labels", "--label-smoothing"]:
+                "--sample-every", "--checkpoint-every", "--keep", "--mismatch-weight", "--mismatch-labels", "--label-smoothing",
+                "--lr-warmup"]:
         assert opt in out
 
 
