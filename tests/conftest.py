@@ -31,6 +31,28 @@ def training_state(t) -> dict:
     return out
 
 
+def same_training_state(a, b) -> bool:
+    """Two Trainers hold bit-identical weights, EMA and optimiser state."""
+    sa, sb = training_state(a), training_state(b)
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def stopped_and_resumed(cfg, dataset, folder: Path, stop_at: int, steps: int):
+    """A CPU Trainer run to ``stop_at`` iterations and saved into ``folder``, then loaded into a new Trainer
+    and run on to ``steps``: (that resumed Trainer, the checkpoint folder it was loaded from)."""
+    from cgan.training import Trainer
+
+    first = Trainer(cfg, dataset, torch.device("cpu"))
+    for _ in range(stop_at):
+        first.iteration()
+    saved = first.save(folder)
+    resumed = Trainer(cfg, dataset, torch.device("cpu"))
+    resumed.load(saved)
+    for _ in range(steps - stop_at):
+        resumed.iteration()
+    return resumed, saved
+
+
 def synthetic_images(n: int, classes: int = 10, size: int = 28, seed: int = 0, channels: int = 1):
     """Class-dependent images: a bright bar whose position encodes the class, plus noise."""
     rng = np.random.default_rng(seed)

@@ -16,7 +16,7 @@ from cgan.config import TrainConfig
 from cgan.data import load_dataset
 from cgan.training import Trainer
 from cgan.training_cli import main as train
-from conftest import TINY, training_state as state
+from conftest import TINY, same_training_state, stopped_and_resumed, training_state as state
 
 CPU = torch.device("cpu")
 
@@ -49,16 +49,8 @@ def test_a_graph_mode_run_resumes_bitwise(tmp_path, mnist_dir):
     straight = Trainer(cfg, ds, CPU)
     for _ in range(5):
         straight.iteration()
-    first = Trainer(cfg, ds, CPU)
-    for _ in range(2):
-        first.iteration()
-    folder = first.save(tmp_path / "run")
-    resumed = Trainer(cfg, ds, CPU)
-    resumed.load(folder)
-    for _ in range(3):
-        resumed.iteration()
-    a, b = state(straight), state(resumed)
-    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    resumed, _ = stopped_and_resumed(cfg, ds, tmp_path / "run", 2, 5)
+    assert same_training_state(straight, resumed)
 
 
 def test_cuda_graph_is_refused_where_it_cannot_work(tmp_path, mnist_dir, capsys):
