@@ -80,23 +80,30 @@ def check_syncs(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> Non
         print("   ", str(w.message)[:200], flush=True)
 
 
-def time_to_quality(data_dir: str, evaluator_path: str, device: torch.device, cfg: TrainConfig,
-                    eval_every: int, max_steps: int, cond_target: float = 0.97, gan_train_target: float = 0.95,
-                    quick: bool = False) -> dict:
+def quality_inputs(data_dir: str, evaluator_path: str, device: torch.device, quick: bool = False) -> dict:
+    """What time_to_quality reads once for every batch it tries: the MNIST test split, the evaluator, its
+    real-data features and the protocol."""
+    from .evaluate import load_real_data, protocol_for
+    from .evaluator import load_evaluator
+
+    evaluator = load_evaluator(evaluator_path, device)
+    return {"dataset": load_dataset("mnist", "test", data_dir), "evaluator": evaluator,
+            "real": load_real_data(evaluator, data_dir, gan_split="test"), "protocol": protocol_for("mnist", quick=quick)}
+
+
+def time_to_quality(inputs: dict, device: torch.device, cfg: TrainConfig, eval_every: int, max_steps: int,
+                    cond_target: float = 0.97, gan_train_target: float = 0.95) -> dict:
     """Train the default architecture on MNIST until the evaluator's conditional accuracy reaches
     ``cond_target`` of its real-data ceiling and GAN-train accuracy reaches ``gan_train_target``, checked
     every ``eval_every`` steps with the dataset's full evaluation protocol (fixed seed). Training
-    wall-clock excludes evaluation; the first ``eval_every`` steps include compilation, reported too."""
+    wall-clock excludes evaluation; the first ``eval_every`` steps include compilation, reported too.
+    ``inputs``: quality_inputs()."""
     from pathlib import Path
 
-    from .evaluate import evaluate_sampler, load_real_data, protocol_for
-    from .evaluator import load_evaluator
+    from .evaluate import evaluate_sampler
     from .sampler import Sampler
 
-    dataset = load_dataset("mnist", "test", data_dir)
-    evaluator = load_evaluator(evaluator_path, device)
-    real = load_real_data(evaluator, data_dir, gan_split="test")
-    protocol = protocol_for("mnist", quick=quick)
+    dataset, evaluator, real, protocol = (inputs[k] for k in ("dataset", "evaluator", "real", "protocol"))
     trainer = Trainer(cfg, dataset, device)
     t0 = time.perf_counter()
     trainer.iteration()
@@ -426,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['warmup_s'] if r['warmup_s'] is not None else '-':>9} {r['peak_mem_mb'] or '-':>8}")
     ttq, ttq_by_batch = None, None
     if args.time_to_quality:
-        ttq_by_batch = []
+        ttq_by_batch, inputs = [], quality_inputs(args.data_dir, args.evaluator, device, quick=args.ttq_quick)
         for b in args.ttq_batch_size:
             base = replace(TrainConfig(), **recipe("sngan", 10_000), batch_size=b,  # MNIST test: 10k images
                            **speed_fields(args, "sngan", device))
@@ -435,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             every, most = (max(1, round(n * TTQ_BASE_BATCH / b)) for n in (args.ttq_eval_every, args.ttq_max_steps))
             print(f"time-to-quality: sngan, MNIST test split, batch {b}, lr_g {cfg.lr_g:.3g} lr_d {cfg.lr_d:.3g} "
                   f"(warm-up {cfg.lr_warmup} steps), evaluation every {every} steps", flush=True)
-            r = time_to_quality(args.data_dir, args.evaluator, device, cfg, every, most, quick=args.ttq_quick)
+            r = time_to_quality(inputs, device, cfg, every, most)
             print(f"time-to-quality: {'reached' if r['reached'] else 'NOT reached'} at step {r['steps']}, "
                   f"{r['seconds']} s of training (first iteration incl. compile {r['first_iteration_s']} s)", flush=True)
             ttq_by_batch.append(r)

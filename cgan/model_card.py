@@ -266,7 +266,7 @@ def render(folder: Path, notes: str | None = None) -> str:
         f"- Optimiser: Adam, lr G {get(cfg, 'lr_g')}, lr D {get(cfg, 'lr_d')}, betas ({get(cfg, 'beta1')}, "
         f"{get(cfg, 'beta2')}), batch {get(cfg, 'batch_size')}, {get(cfg, 'd_steps')} D step(s) per G step"
         + (f"; both rates warmed up linearly over the first {_count(cfg['lr_warmup'])} iterations"
-           if _count(cfg.get("lr_warmup")) not in ("n/a", "0") else "")
+           if type(cfg.get("lr_warmup")) is int and cfg["lr_warmup"] > 0 else "")
         + ("; real batches balanced over classes" if cfg.get("balanced_classes") is True else "")
         + ("; generated images take the real batch's labels" if cfg.get("fake_labels") == "data" else ""), "",
         "## Training", "",

@@ -354,7 +354,7 @@ class Trainer:
         self.rng.manual_seed(step_seed)
         torch.manual_seed(step_seed)  # dropout (mlp D) draws from the global generator
         if p.step < cfg.lr_warmup:  # --lr-warmup: a function of the step alone, so a resumed run matches
-            self.scale_learning_rates(min(1.0, (p.step + 1) / cfg.lr_warmup))
+            self.scale_learning_rates((p.step + 1) / cfg.lr_warmup)  # reaches 1.0 at the last
         # A short EMA warm-up (early EMA follows G), except from a trained generator: its EMA already averages.
         decay = cfg.ema_decay if cfg.init_from else min(cfg.ema_decay, (1 + p.step) / (10 + p.step))
         # (a captured graph keeps the rates it was captured with: it starts once both warm-ups are over)
