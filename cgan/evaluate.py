@@ -63,7 +63,12 @@ RESULTS_FILE = "evaluation.json"
 # is beyond CLASS_TARGET_SE standard errors (3, as for memorization: 47 classes are 47 chances of noise).
 CLASS_TARGET, CLASS_TARGET_SE = 0.90, 3.0
 REAL_SEED = 0  # real-side subsets and halves: fixed, so the floor and ceilings never change with --seed
-GAN_TRAIN_TARGETS = {"mnist": 0.97, "fashion-mnist": 0.85, "emnist": 0.80}
+# The quality targets of the shipped models (issue 12): conditional accuracy >= 0.99 of the ceiling, FD
+# <= 3x the real-vs-real floor overall and <= 4x for every class, precision and recall each within 0.05
+# of real vs real, and GAN-train per dataset (Fashion-MNIST's: the best published class-conditional
+# result we know on this protocol family).
+CONDITIONAL_TARGET, FD_TARGET, FD_CLASS_TARGET, PR_TOLERANCE = 0.99, 3.0, 4.0, 0.05
+GAN_TRAIN_TARGETS = {"mnist": 0.985, "fashion-mnist": 0.862, "emnist": 0.84}
 
 
 # ----------------------------------------------------------------------------- protocol
@@ -591,15 +596,24 @@ def targets(r: dict) -> dict:
     every = {"value": min(per) if per else None, "met": bool(per and min(per) >= CLASS_TARGET)}
     if under is not None:  # the lowest ratio can be noise (a ceiling on few images): misses count when measurable
         every.update(met=bool(per) and not under, under=under)
+    per_fd = [v["ratio"] for v in fd.get("per_class", {}).values() if v.get("ratio") is not None]
     out = {
-        "conditional_ratio>=0.98": {"value": cond["ratio"], "met": bool(cond["ratio"] >= 0.98)},
-        "every_class_ratio>=0.90": every,
-        "fd<=3x_floor": {"value": fd["ratio"], "met": bool(fd["ratio"] <= 3.0)},
+        f"conditional_ratio>={CONDITIONAL_TARGET:g}": {"value": cond["ratio"],
+                                                       "met": bool(cond["ratio"] >= CONDITIONAL_TARGET)},
+        f"every_class_ratio>={CLASS_TARGET:.2f}": every,
+        f"fd<={FD_TARGET:g}x_floor": {"value": fd["ratio"], "met": bool(fd["ratio"] <= FD_TARGET)},
+        f"every_class_fd<={FD_CLASS_TARGET:g}x_floor": {"value": max(per_fd) if per_fd else None,
+                                                        "met": bool(max(per_fd) <= FD_CLASS_TARGET) if per_fd else None},
     }
     goal = GAN_TRAIN_TARGETS.get(r["dataset"])
     if goal is not None:
-        out[f"gan_train>={goal}"] = {"value": gt["accuracy"] if gt else None,
-                                     "met": bool(gt["accuracy"] >= goal) if gt else None}
+        out[f"gan_train>={goal:g}"] = {"value": gt["accuracy"] if gt else None,
+                                       "met": bool(gt["accuracy"] >= goal) if gt else None}
+    pr = r.get("precision_recall")
+    for field in ("precision", "recall"):  # within PR_TOLERANCE of real vs real, either way
+        gen, real = (pr["generated"][field], pr["real"][field]) if pr else (None, None)
+        out[f"{field}_within_{PR_TOLERANCE:g}_of_real"] = {
+            "value": gen, "real": real, "met": bool(abs(gen - real) <= PR_TOLERANCE) if pr else None}
     if memo is not None:
         # "No worse than real held-out data": generated near copies no more frequent than held-out ones,
         # within 3 binomial standard errors of the generated fraction.

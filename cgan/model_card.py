@@ -130,7 +130,7 @@ def summary_section(results: dict) -> list[str]:
     t, good, weak = r["targets"], [], []
     cond = r.get("conditional_accuracy", {})
     worst = cond.get("worst_class", {})
-    c, e = t.get("conditional_ratio>=0.98", {}), t.get("every_class_ratio>=0.90", {})
+    c, e = _target(t, "conditional_ratio>=")[1], t.get("every_class_ratio>=0.90", {})
     if c.get("met") is not None:
         (good if c["met"] else weak).append(
             f"asking for a class gives that class: recognised {_pct(c['value'])} as often as real images of it")
@@ -147,19 +147,35 @@ def summary_section(results: dict) -> list[str]:
         else:
             names = ", ".join(f"{md(k)} ({_pct(v)})" for v, k in low[:6]) or md(worst.get("class"))
             weak.append(f"some classes are often drawn as a look-alike class: {names} of their real rate")
-    f = t.get("fd<=3x_floor", {})
+    key, f = _target(t, "fd<=")
     if f.get("met") is not None:
-        line = f"Fréchet distance {_num(f['value'], '{:.1f}')}x the real-vs-real floor (target 3x)"
+        line = f"Fréchet distance {_num(f['value'], '{:.1f}')}x the real-vs-real floor (target {_bound(key):g}x)"
         (good.append(f"images close to real data in the evaluator's features: {line}") if f["met"] else
          weak.append(f"images still differ from real data in the evaluator's features: {line}"))
-    g = t.get("gan_train>=0.85") or next((v for k, v in t.items() if k.startswith("gan_train")), {})
+    key, f = _target(t, "every_class_fd<=")
+    if f.get("met") is not None:
+        per = {k: v.get("ratio") for k, v in (r.get("frechet", {}).get("per_class") or {}).items()}
+        far = sorted(((v, k) for k, v in per.items() if isinstance(v, (int, float)) and v > _bound(key)),
+                     reverse=True)
+        if f["met"]:
+            good.append(f"every class is close: the farthest at {_num(f['value'], '{:.1f}')}x its own floor "
+                        f"(target {_bound(key):g}x)")
+        else:
+            weak.append("some classes are far from their real images: " + ", ".join(
+                f"{md(k)} {v:.1f}x" for v, k in far[:6]) + f" their own floor (target {_bound(key):g}x)")
+    key, g = _target(t, "gan_train>=")
     if g.get("met") is not None:
-        key = next((k for k, v in t.items() if v is g), "")
-        target = key.split(">=")[-1] if ">=" in key else ""
         line = (f"a classifier trained only on generated images scores {_pct(g['value'])} on real test images"
-                + (f" (target {_pct(float(target))})" if target.replace(".", "", 1).isdigit() else ""))
+                + (f" (target {_pct(_bound(key))})" if _bound(key) is not None else ""))
         (good.append(line + ": the generated data covers the classes well") if g["met"] else
          weak.append(line + ": some of the variety of real data is missing"))
+    for field, meaning in (("precision", "how many generated images look like real ones"),
+                           ("recall", "how much of real data's variety the generated images cover")):
+        key, p = _target(t, f"{field}_within_")
+        if p.get("met") is not None:
+            line = (f"{field} ({meaning}) {_num(p['value'], '{:.3f}')} against {_num(p.get('real'), '{:.3f}')} "
+                    f"for real images (target: within {key.split('_')[2]})")
+            (good if p["met"] else weak).append(line)
     m = t.get("memorization<=heldout", {})
     if m.get("met") is not None:
         held = (r.get("memorization") or {}).get("heldout_near_copy_fraction")
@@ -175,6 +191,18 @@ def summary_section(results: dict) -> list[str]:
             (good if v["met"] else weak).append(
                 f"{metric.label}: {field} {_num(v['value'])} (target {op} {bound:g})")
     return (["## In short", ""] + [f"- Good: {x}" for x in good] + [f"- Weak: {x}" for x in weak] + [""])
+
+
+def _target(targets: dict, prefix: str) -> tuple[str, dict]:
+    """The target whose name starts with ``prefix`` (its bound is in the name, and results written under
+    older bounds keep theirs), as (name, entry); ("", {}) when there is none."""
+    return next(((k, v) for k, v in targets.items() if k.startswith(prefix) and isinstance(v, dict)), ("", {}))
+
+
+def _bound(name: str) -> float | None:
+    """The number in a target's name: 3.0 for "fd<=3x_floor", 0.862 for "gan_train>=0.862"."""
+    m = re.search(r"[<>]=([0-9.]+)", name)
+    return float(m.group(1).rstrip(".")) if m else None
 
 
 def read_results(folder: Path) -> tuple[dict, str]:
