@@ -106,6 +106,29 @@ def test_model_card_names_only_the_classes_measurably_under_target():
     good = card([], {"class": "f", "ratio": 0.28})
     assert "every class holds up: the weakest, f, at 28.00% of its real rate, within the noise" in good
 
+
+def test_model_card_reads_each_target_under_the_bound_its_results_were_written_with():
+    from cgan.model_card import summary_section
+
+    frechet = {"per_class": {"Bag": {"ratio": 12.7}, "Coat": {"ratio": 3.3}, "Sandal": {"ratio": 4.5}}}
+
+    def card(targets):
+        return "\n".join(summary_section({"full": {"targets": targets, "frechet": frechet}}))
+
+    # results written before 2026-12-02 carry the looser bounds, and their cards keep saying so
+    old = card({"conditional_ratio>=0.98": {"value": 0.985, "met": True},
+                "gan_train>=0.85": {"value": 0.849, "met": False}})
+    assert "- Good: asking for a class gives that class: recognised 98.50%" in old and "(target 85.00%)" in old
+    new = card({"conditional_ratio>=0.99": {"value": 0.985, "met": False},
+                "gan_train>=0.862": {"value": 0.849, "met": False},
+                "every_class_fd<=4x_floor": {"value": 12.7, "met": False},
+                "precision_within_0.05_of_real": {"value": 0.859, "real": 0.862, "met": True},
+                "recall_within_0.05_of_real": {"value": 0.72, "real": 0.856, "met": False}})
+    assert "- Weak: asking for a class gives that class: recognised 98.50%" in new and "(target 86.20%)" in new
+    assert "- Weak: some classes are far from their real images: Bag 12.7x, Sandal 4.5x their own floor (target 4x)" in new
+    assert "- Good: precision (how many generated images look like real ones) 0.859 against 0.862" in new
+    assert "- Weak: recall (how much of real data's variety the generated images cover) 0.720 against 0.856" in new
+
 # ----------------------------------------------------------------------------- known fakes on real MNIST
 
 class PoolSampler:
