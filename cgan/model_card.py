@@ -149,20 +149,23 @@ def summary_section(results: dict) -> list[str]:
             weak.append(f"some classes are often drawn as a look-alike class: {names} of their real rate")
     key, f = _target(t, "fd<=")
     if f.get("met") is not None:
-        line = f"Fréchet distance {_num(f['value'], '{:.1f}')}x the real-vs-real floor (target {_bound(key):g}x)"
+        line = f"Fréchet distance {_num(f['value'], '{:.1f}')}x the real-vs-real floor{_target_text(key, 'x')}"
         (good.append(f"images close to real data in the evaluator's features: {line}") if f["met"] else
          weak.append(f"images still differ from real data in the evaluator's features: {line}"))
     key, f = _target(t, "every_class_fd<=")
     if f.get("met") is not None:
-        per = {k: v.get("ratio") for k, v in (r.get("frechet", {}).get("per_class") or {}).items()}
-        far = sorted(((v, k) for k, v in per.items() if isinstance(v, (int, float)) and v > _bound(key)),
-                     reverse=True)
+        bound = _bound(key)
+        per = (r.get("frechet") or {}).get("per_class")
+        far = sorted(((v["ratio"], k) for k, v in per.items() if isinstance(v, dict) and bound is not None
+                      and isinstance(v.get("ratio"), (int, float)) and v["ratio"] > bound),
+                     reverse=True) if isinstance(per, dict) else []
         if f["met"]:
-            good.append(f"every class is close: the farthest at {_num(f['value'], '{:.1f}')}x its own floor "
-                        f"(target {_bound(key):g}x)")
+            good.append(f"every class is close: the farthest at {_num(f['value'], '{:.1f}')}x its own floor"
+                        + _target_text(key, "x"))
         else:
-            weak.append("some classes are far from their real images: " + ", ".join(
-                f"{md(k)} {v:.1f}x" for v, k in far[:6]) + f" their own floor (target {_bound(key):g}x)")
+            weak.append("some classes are far from their real images: " + (", ".join(
+                f"{md(k)} {v:.1f}x" for v, k in far[:6]) or "the farthest at " + _num(f["value"], "{:.1f}x"))
+                + " their own floor" + _target_text(key, "x"))
     key, g = _target(t, "gan_train>=")
     if g.get("met") is not None:
         line = (f"a classifier trained only on generated images scores {_pct(g['value'])} on real test images"
@@ -173,8 +176,9 @@ def summary_section(results: dict) -> list[str]:
                            ("recall", "how much of real data's variety the generated images cover")):
         key, p = _target(t, f"{field}_within_")
         if p.get("met") is not None:
+            tolerance = re.fullmatch(rf"{field}_within_([0-9]*\.?[0-9]+)_of_real", key)
             line = (f"{field} ({meaning}) {_num(p['value'], '{:.3f}')} against {_num(p.get('real'), '{:.3f}')} "
-                    f"for real images (target: within {key.split('_')[2]})")
+                    f"for real images" + (f" (target: within {tolerance.group(1)})" if tolerance else ""))
             (good if p["met"] else weak).append(line)
     m = t.get("memorization<=heldout", {})
     if m.get("met") is not None:
@@ -200,9 +204,14 @@ def _target(targets: dict, prefix: str) -> tuple[str, dict]:
 
 
 def _bound(name: str) -> float | None:
-    """The number in a target's name: 3.0 for "fd<=3x_floor", 0.862 for "gan_train>=0.862"."""
-    m = re.search(r"[<>]=([0-9.]+)", name)
-    return float(m.group(1).rstrip(".")) if m else None
+    """The number in a target's name: 3.0 for "fd<=3x_floor", 0.862 for "gan_train>=0.862" (None: none)."""
+    m = re.search(r"[<>]=([0-9]*\.?[0-9]+)", name)
+    return float(m.group(1)) if m else None
+
+
+def _target_text(name: str, unit: str) -> str:
+    bound = _bound(name)
+    return "" if bound is None else f" (target {bound:g}{unit})"
 
 
 def read_results(folder: Path) -> tuple[dict, str]:
