@@ -56,8 +56,10 @@ case "${1:-}" in
 import json, sys
 plan = json.load(open(sys.argv[1]))
 for r in plan["runs"]:
-    r["train"] += ["--g-width", "8", "--d-width", "8", "--z-dim", "16", "--batch-size", "16", "--device", "cpu",
-                   "--no-amp", "--no-compile", "--checkpoint-every", "25", "--keep", "2", "--threads", "1"]
+    # a continuation keeps its generator's size (--init-from refuses another); its D is new, so it shrinks too
+    small = ["--d-width", "8"] if "--init-from" in r["train"] else ["--g-width", "8", "--d-width", "8", "--z-dim", "16"]
+    r["train"] += [*small, "--batch-size", "16", "--device", "cpu", "--no-amp", "--no-compile",
+                   "--checkpoint-every", "25", "--keep", "2", "--threads", "1"]
     r["evaluate"] = [*r["evaluate"], "--quick", "--device", "cpu", "--threads", "1"] if r.get("evaluate") else None
 json.dump(plan, open(sys.argv[2], "w"))
 EOF
