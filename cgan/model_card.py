@@ -130,7 +130,7 @@ def summary_section(results: dict) -> list[str]:
     t, good, weak = r["targets"], [], []
     cond = r.get("conditional_accuracy", {})
     worst = cond.get("worst_class", {})
-    c, e = _target(t, "conditional_ratio>=")[1], t.get("every_class_ratio>=0.90", {})
+    c, e = _target(t, "conditional_ratio>=")[1], _target(t, "every_class_ratio>=")[1]
     if c.get("met") is not None:
         (good if c["met"] else weak).append(
             f"asking for a class gives that class: recognised {_pct(c['value'])} as often as real images of it")
