@@ -72,6 +72,6 @@ def test_model_card_opens_with_a_plain_summary_written_from_the_numbers(name):
     assert f"against {held:.2%} for held-out real images (allowed: up to {limit:.2%}" in short  # not the limit as the rate
     if name == "emnist":
         assert "- Weak: some classes are often drawn as a look-alike class: q (14.27%), I (46.45%)" in short
-    if name == "mnist":  # every target met but two: GAN-train (98.15%, target 98.5%) and recall (0.794 vs 0.851)
-        assert short.count("- Weak:") == 2 and "scores 98.15% on real test images (target 98.50%)" in short
-        assert "- Weak: recall (how much of real data's variety the generated images cover) 0.794" in short
+    if name == "mnist":  # every target met but one: GAN-train (98.30%, target 98.5%)
+        assert short.count("- Weak:") == 1 and "scores 98.30% on real test images (target 98.50%)" in short
+        assert "- Good: recall (how much of real data's variety the generated images cover) 0.835" in short
