@@ -533,6 +533,9 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[st
         with stop_on_signals(control):
             trainer = fit(cfg, dataset, run_dir, device, dist_info, resume_from, progress_bar=args.progress,
                           control=control)
+        # Every rank past its last collective before any rank tears its process group down: a gloo peer
+        # that closes its sockets while another is still in flight aborts that process (seen under load).
+        distributed.barrier(dist_info)
     except TrainingDiverged as e:
         if main_process:
             final_status(run_dir, "diverged", control.step, one_line(e))
