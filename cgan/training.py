@@ -538,6 +538,33 @@ def fit(cfg: TrainConfig, dataset: Dataset, run_dir: Path, device: torch.device,
         writer = csv.writer(csv_file)
     p = trainer.progress
 
+    acc = torch.zeros(4, device=device)
+    acc_n, window_start, window_images = 0, time.perf_counter(), 0
+
+    def write_loss_row(step: int, iteration_start: float | None) -> None:
+        """The mean losses since the last row, one csv row (main process); raises before anything is saved
+        when they are not finite. The iteration that started at ``iteration_start`` is counted in the row's
+        seconds with the wait for its losses (on CUDA, the queued kernels)."""
+        nonlocal acc_n, window_start, window_images
+        means = all_reduce_mean(acc / acc_n, dist).tolist()
+        if not all(map(finite, means)):
+            raise TrainingDiverged(
+                f"losses became non-finite at step {step} (d_loss={means[0]}, g_loss={means[1]}); "
+                f"stopping without writing a checkpoint. The last checkpoint in {run_dir}/checkpoints is "
+                f"intact: start a new run from scratch with lower --lr-g/--lr-d, or another --loss.")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if iteration_start is not None:
+            p.seconds += time.perf_counter() - iteration_start
+        rate = window_images / max(time.perf_counter() - window_start, 1e-9)
+        if main:
+            writer.writerow([step, f"{p.epoch + p.batch / trainer.batches.per_epoch:.4f}", p.images_seen,
+                             f"{p.seconds:.2f}"] + [f"{m:.5f}" for m in means] + [f"{rate:.1f}"])
+            csv_file.flush()
+        bar.set_postfix_str(f"ep {p.epoch} D {means[0]:.3f} G {means[1]:.3f} {rate:,.0f} img/s")
+        acc.zero_()
+        acc_n, window_start, window_images = 0, time.perf_counter(), 0
+
     def save_checkpoint() -> None:
         if main:
             trainer.save(run_dir)
@@ -546,13 +573,11 @@ def fit(cfg: TrainConfig, dataset: Dataset, run_dir: Path, device: torch.device,
 
     bar = tqdm(total=cfg.steps, initial=p.step, disable=not (main and progress_bar), dynamic_ncols=True,
                file=sys.stderr, unit="it")
-    acc = torch.zeros(4, device=device)
-    acc_n, window_start, window_images = 0, time.perf_counter(), 0
     saved_step = trainer.progress.step if resume_from is not None else None  # the step of the newest checkpoint
     stopping = False
     try:
         while p.step < cfg.steps:
-            if control.stop_reason is not None and not dist.enabled:  # asked before the first iteration
+            if control.stop_reason is not None and not dist.enabled:  # asked between two iterations' checks
                 stopping = True
                 break
             t0 = time.perf_counter()
@@ -570,25 +595,9 @@ def fit(cfg: TrainConfig, dataset: Dataset, run_dir: Path, device: torch.device,
                 stopping = control.stop_reason is not None
             log_now = log_now or stopping  # the pending loss row
             if log_now:
-                means = all_reduce_mean(acc / acc_n, dist).tolist()
-                if not all(map(finite, means)):
-                    raise TrainingDiverged(
-                        f"losses became non-finite at step {step} (d_loss={means[0]}, g_loss={means[1]}); "
-                        f"stopping without writing a checkpoint. The last checkpoint in {run_dir}/checkpoints is "
-                        f"intact: start a new run from scratch with lower --lr-g/--lr-d, or another --loss.")
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-            p.seconds += time.perf_counter() - t0
-            if log_now:
-                elapsed = time.perf_counter() - window_start
-                rate = window_images / max(elapsed, 1e-9)
-                if main:
-                    writer.writerow([step, f"{p.epoch + p.batch / trainer.batches.per_epoch:.4f}", p.images_seen,
-                                     f"{p.seconds:.2f}"] + [f"{m:.5f}" for m in means] + [f"{rate:.1f}"])
-                    csv_file.flush()
-                bar.set_postfix_str(f"ep {p.epoch} D {means[0]:.3f} G {means[1]:.3f} {rate:,.0f} img/s")
-                acc.zero_()
-                acc_n, window_start, window_images = 0, time.perf_counter(), 0
+                write_loss_row(step, iteration_start=t0)
+            else:
+                p.seconds += time.perf_counter() - t0
             bar.update(1)
             if main:
                 if p.epoch != epoch_before:
@@ -600,7 +609,9 @@ def fit(cfg: TrainConfig, dataset: Dataset, run_dir: Path, device: torch.device,
                 saved_step = step
             if stopping:
                 break
-        if stopping and saved_step != p.step:  # stopped before the first iteration of this process
+        if stopping and acc_n:  # stopped at the top of the loop: the steps since the last row still get theirs
+            write_loss_row(p.step, iteration_start=None)
+        if stopping and saved_step != p.step:  # stopped at the top of the loop, after steps not yet saved
             save_checkpoint()
         if main:
             save_png(trainer.sample_grid(), run_dir / "samples" / f"step-{p.step:07d}.png")

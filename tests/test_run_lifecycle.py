@@ -214,6 +214,41 @@ def test_a_stop_writes_the_pending_loss_row_and_no_second_checkpoint(tmp_path, m
     assert [int(r["step"]) for r in loss_rows(run)] == [7, 10]
 
 
+
+class StopBetweenChecks(RunControl):
+    """A stop that arrives just after the loop checked for one at step ``at`` (a signal landing while that
+    step's checkpoint or samples are written): only the check at the top of the next iteration sees it."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at, self.reads = at, 0
+
+    @property
+    def stop_reason(self):
+        if self.step < self.at:
+            return None
+        self.reads += 1
+        return "test" if self.reads > 1 else None
+
+    @stop_reason.setter
+    def stop_reason(self, value):
+        pass
+
+
+def test_a_stop_between_two_checks_still_writes_the_pending_loss_row(tmp_path, mnist_dir):
+    """CI once saw a sweep's stopped run end with a checkpoint at step 1,332 and its last loss row at 1,300:
+    the steps after the last row were saved but never logged, so the run's summary named the wrong step."""
+    dataset = load_dataset("mnist", "train", mnist_dir)
+    cfg = TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, steps=100, log_every=7, checkpoint_every=5)
+    run = tmp_path / "run"
+    control = StopBetweenChecks(12)
+    trainer = fit(cfg, dataset, run, torch.device("cpu"), progress_bar=False, control=control)
+    assert control.stopped and trainer.progress.step == 12
+    rows = loss_rows(run)
+    assert [int(r["step"]) for r in rows] == [7, 12]  # row 12: the mean of steps 8 to 12
+    assert all(float(r["d_loss"]) == float(r["d_loss"]) for r in rows)
+    assert [p.name for p in list_checkpoints(run)] == ["step-0000005", "step-0000010", "step-0000012"]
+
 # ============================================================================= 2. status.json
 
 def test_status_of_a_finished_run(tiny_run):
