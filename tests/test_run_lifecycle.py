@@ -214,7 +214,6 @@ def test_a_stop_writes_the_pending_loss_row_and_no_second_checkpoint(tmp_path, m
     assert [int(r["step"]) for r in loss_rows(run)] == [7, 10]
 
 
-
 class StopBetweenChecks(RunControl):
     """A stop that arrives just after the loop checked for one at step ``at`` (a signal landing while that
     step's checkpoint or samples are written): only the check at the top of the next iteration sees it."""
@@ -248,6 +247,7 @@ def test_a_stop_between_two_checks_still_writes_the_pending_loss_row(tmp_path, m
     assert [int(r["step"]) for r in rows] == [7, 12]  # row 12: the mean of steps 8 to 12
     assert all(float(r["d_loss"]) == float(r["d_loss"]) for r in rows)
     assert [p.name for p in list_checkpoints(run)] == ["step-0000005", "step-0000010", "step-0000012"]
+
 
 # ============================================================================= 2. status.json
 
