@@ -537,7 +537,8 @@ def fit(cfg: TrainConfig, dataset: Dataset, run_dir: Path, device: torch.device,
         csv_file = open(csv_path, "a", newline="")
         writer = csv.writer(csv_file)
     p = trainer.progress
-
+    bar = tqdm(total=cfg.steps, initial=p.step, disable=not (main and progress_bar), dynamic_ncols=True,
+               file=sys.stderr, unit="it")
     acc = torch.zeros(4, device=device)
     acc_n, window_start, window_images = 0, time.perf_counter(), 0
 
@@ -571,8 +572,6 @@ def fit(cfg: TrainConfig, dataset: Dataset, run_dir: Path, device: torch.device,
             prune_checkpoints(run_dir, cfg.keep)
             draw_loss_plot(csv_path, run_dir / "losses.png")
 
-    bar = tqdm(total=cfg.steps, initial=p.step, disable=not (main and progress_bar), dynamic_ncols=True,
-               file=sys.stderr, unit="it")
     saved_step = trainer.progress.step if resume_from is not None else None  # the step of the newest checkpoint
     stopping = False
     try:
