@@ -6,6 +6,7 @@
 #   device 2:  bash bench/gpu_quality.sh data && bash bench/gpu_quality.sh sweep   # carry [".gpudata/b"]
 #   here:      python -m cgan.sweep unpack <files_at> --to sweep-back
 #   here:      bash bench/gpu_quality.sh smoke          # the same plan at tiny sizes on the CPU, 2 minutes
+#                                                       # (reads .gpuraw if `data` made it, else $CGAN_DATA_DIR)
 #
 # Why two calls: the working tree (18 MiB) and the three datasets (47 MiB as xz) are over the 64 MiB a
 # call may carry, and a warm machine keeps ignored folders (.gpuraw) between calls.
@@ -47,15 +48,21 @@ case "${1:-}" in
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     "$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
     runs=$(mktemp -d /tmp/sweep.XXXX)
+    rc=0
     PYTHONUNBUFFERED=1 "$PY" -m cgan.sweep run "$PLAN" --runs-dir "$runs" --train-minutes "${TRAIN_MINUTES:-6}" \
-      --eval-minutes "${EVAL_MINUTES:-2}" --pack "${OUT:?set OUT to the folder that comes back}"
-    tail -n 3 "$runs"/*.train.log ;;
+      --eval-minutes "${EVAL_MINUTES:-2}" --pack "${OUT:?set OUT to the folder that comes back}" || rc=$?
+    tail -n 3 "$runs"/*.train.log
+    exit $rc ;;
   smoke)  # the plan's runs at tiny sizes on this CPU: options given later win in train.py's parser
     tiny=$(mktemp /tmp/plan.XXXX.json)
-    "$PY" - "$PLAN" "$tiny" <<'EOF'
+    # the data that `data` unpacked, else the plain copies it was packed from (no xz round trip needed here)
+    raw=.gpuraw; [ -d .gpuraw ] || raw=${CGAN_DATA_DIR:-../shared/data}
+    "$PY" - "$PLAN" "$tiny" "$raw" <<'EOF'
 import json, sys
 plan = json.load(open(sys.argv[1]))
+raw = lambda args: [sys.argv[3] + a[len(".gpuraw"):] if a.startswith(".gpuraw/") else a for a in args]
 for r in plan["runs"]:
+    r["train"], r["evaluate"] = raw(r["train"]), raw(r.get("evaluate") or []) or None
     # a continuation keeps its generator's size (--init-from refuses another); its D is new, so it shrinks too
     small = ["--d-width", "8"] if "--init-from" in r["train"] else ["--g-width", "8", "--d-width", "8", "--z-dim", "16"]
     r["train"] += [*small, "--batch-size", "16", "--device", "cpu", "--no-amp", "--no-compile",
@@ -64,7 +71,9 @@ for r in plan["runs"]:
 json.dump(plan, open(sys.argv[2], "w"))
 EOF
     out=${OUT:-$(mktemp -d /tmp/sweep-out.XXXX)}
-    PLAN=$tiny OUT=$out TRAIN_MINUTES=${TRAIN_MINUTES:-1} EVAL_MINUTES=${EVAL_MINUTES:-4} PYTHON=$PY bash "$SELF" sweep
-    ls -l "$out" ;;
+    rc=0
+    PLAN=$tiny OUT=$out TRAIN_MINUTES=${TRAIN_MINUTES:-1} EVAL_MINUTES=${EVAL_MINUTES:-4} PYTHON=$PY bash "$SELF" sweep || rc=$?
+    ls -l "$out"
+    exit $rc ;;
   *) echo "usage: bash bench/gpu_quality.sh prepare|data|sweep|smoke" >&2; exit 2 ;;
 esac

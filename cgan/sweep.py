@@ -19,10 +19,11 @@ training deadline every run still going gets SIGTERM, on which train.py writes a
 nothing trained is lost. Every kept checkpoint is then exported (``cgan.export``) and, where the run has an
 ``evaluate`` list, scored by ``cgan.evaluate`` (full protocol unless the list says ``--quick``), several at
 once, against the second deadline. ``run`` ends by writing ``summary.json`` (per run: exit code, state, steps,
-images/s; per export: step, metrics, whether it was packed) and, with ``--pack``, tar archives within the
-size limits, most useful first: each run's best export by FD ratio, by conditional accuracy and by
-GAN-train, its newest, then the rest newest first. Real samples are packed once per run and put back into
-each export by ``unpack``, which also refuses archive members that would land outside ``--to``.
+images/s, a failed run's last log line; per export: step, metrics, whether it was packed) and, with
+``--pack``, tar archives within the size limits, most useful first: each run's best export by FD ratio, by
+conditional accuracy and by GAN-train, its newest, then the rest newest first. Real samples are packed once
+per run and put back into each export by ``unpack``, which also refuses archive members that would land
+outside ``--to``. ``run`` exits 1 when no run wrote a checkpoint.
 """
 from __future__ import annotations
 
@@ -239,6 +240,15 @@ def last_loss_row(run_dir: Path) -> dict:
     return dict(zip(lines[0].split(","), lines[-1].split(",")))
 
 
+def last_log_line(log: Path) -> str | None:
+    """The last non-empty line of a failed run's log: train.py's own error message, said once in the table."""
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return None
+    return lines[-1][:200] if lines else None
+
+
 def summarize(plan: Plan, runs_dir: Path, codes: dict[str, int | None],
               exports: dict[str, list[Path]]) -> dict:
     runs = {}
@@ -256,6 +266,7 @@ def summarize(plan: Plan, runs_dir: Path, codes: dict[str, int | None],
             dataset = None
         runs[r.name] = {
             "train": r.train, "dataset": dataset, "exit_code": codes.get(r.name), "state": status.get("state"),
+            "log_tail": last_log_line(runs_dir / f"{r.name}.train.log") if codes.get(r.name) else None,
             "step": int(row["step"]) if row.get("step", "").isdigit() else 0,
             "images_per_s": float(row["images_per_s"]) if row.get("images_per_s") else None,
             "train_seconds": float(row["seconds"]) if row.get("seconds") else None,
@@ -409,9 +420,12 @@ def unpack(folder: Path, to: Path) -> dict:
 def format_summary(summary: dict) -> str:
     lines = ["run                      state      step   img/s  export          FD ratio  cond   under  GAN-train  packed"]
     for name, run in summary["runs"].items():
-        head = f"{name:<24} {str(run['state']):<9} {run['step']:>6} {run['images_per_s'] or 0:>7.0f}"
+        # a run that never wrote its status (bad arguments, a crash at start) shows how it ended instead
+        code = run.get("exit_code")
+        state = run["state"] or (f"exit {code}" if code is not None else "not run")
+        head = f"{name:<24} {state:<9} {run['step']:>6} {run['images_per_s'] or 0:>7.0f}"
         if not run["exports"]:
-            lines.append(head + "  (no checkpoint)")
+            lines.append(head + "  (no checkpoint)" + (f" {run['log_tail']}" if run.get("log_tail") else ""))
         for e in run["exports"]:
             ev = e["evaluation"] or {}
             num = lambda k, f: format(ev[k], f) if ev.get(k) is not None else "-"  # noqa: E731
@@ -456,6 +470,10 @@ def main(argv: list[str] | None = None) -> int:
             summary["pack"] = pack(runs_dir, summary, Path(args.pack), plan.pack)
         atomic_write_text(runs_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
         print(format_summary(summary), flush=True)
+        if not any(run["exports"] for run in summary["runs"].values()):
+            # on a lent GPU this is a spent call: say so by the exit status, not only in the table
+            print("error: no run wrote a checkpoint; the train logs in --runs-dir say why", file=sys.stderr)
+            return 1
         return 0
     except (PlanError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -141,6 +141,25 @@ def test_a_sweep_trains_stops_exports_evaluates_packs_and_unpacks(tmp_path, eval
     assert (tmp_path / "back" / "long" / "losses.csv").is_file()
 
 
+def test_a_sweep_where_no_run_trains_says_why_and_exits_1(tmp_path):
+    # on a lent GPU a plan whose every run fails at start is a spent call: the exit status and the table say
+    # so, with train.py's own message, instead of a table of "None" states and exit 0
+    missing = tmp_path / "no-such-data"
+    plan = write_plan(tmp_path / "plan.json", [
+        {"name": "bad", "train": ["--dataset", "mnist", "--data-dir", str(missing), *TINY, "--threads", "1"]}])
+    runs = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "-m", "cgan.sweep", "run", str(plan), "--runs-dir", str(runs),
+                           "--train-minutes", "2", "--eval-minutes", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "no run wrote a checkpoint" in proc.stderr
+    bad = json.loads((runs / "summary.json").read_text())["runs"]["bad"]
+    assert bad["exit_code"] == 2 and bad["state"] is None and bad["exports"] == []
+    assert str(missing) in bad["log_tail"] and "does not exist" in bad["log_tail"]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("bad "))
+    assert "exit 2" in row and "(no checkpoint)" in row and "does not exist" in row
+
+
 def test_priority_lets_datasets_take_turns_and_no_single_metric_decide():
     def e(run, step, fd=None, cond=None, under=None, gan=None):
         ev = None if fd is None else {"fd_ratio": fd, "conditional_ratio": cond, "classes_under_target": under,
