@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU speed table in one device call, JSON files into $OUT (run after `gpu_quality.sh data`: the
-# time-to-quality row reads .gpuraw/mnist). Every row is `python -m cgan.bench`; see bench/README.md.
+# time-to-quality rows read .gpuraw/mnist). Every row is `python -m cgan.bench`; see bench/README.md.
 #
 #   device:  bash bench/gpu_speed.sh                       # about 6 minutes on an H100-class GPU, 8 with row 6
 #   here:    SMOKE=1 DEVICE=cpu bash bench/gpu_speed.sh    # the same rows at toy sizes on the CPU
@@ -8,8 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DEV=${DEVICE:-cuda}
-OUT=${OUT:?set OUT to the folder that comes back}
+OUT=${OUT:?set OUT to the folder that comes back}; mkdir -p "$OUT"
 RES=$(mktemp -d)  # the JSON files, packed into one tar (the device returns at most 8 files)
+# MNIST for the time-to-quality rows: what `gpu_quality.sh data` unpacked, else the plain copies (a CPU smoke)
+MNIST=.gpuraw/mnist; [ -d "$MNIST" ] || MNIST=${CGAN_DATA_DIR:-../shared/data}/mnist
 if [ -n "${SMOKE:-}" ]; then
   size=(--steps 3 --warmup 4 --batch-size 16); ttq=(--ttq-quick --ttq-max-steps 20 --ttq-eval-every 10)
   big=(--ttq-batch-size 256 --ttq-lr-warmup 2)
@@ -36,11 +38,11 @@ done
 # 4. compilation: cold (empty inductor cache) and warm start
 bench --archs sngan --skip-throughput --no-tutorial --compile-start ${SMOKE:+--batch-size 16} --json "$RES/compile-start.json"
 # 5. time to MNIST quality, cold start included: CUDA graph, then torch.compile
-bench --skip-throughput --no-tutorial --time-to-quality --cuda-graph --data-dir .gpuraw/mnist --split test \
+bench --skip-throughput --no-tutorial --time-to-quality --cuda-graph --data-dir "$MNIST" --split test \
   --evaluator checkpoints/mnist "${ttq[@]}" --json "$RES/ttq-graph.json"
-bench --skip-throughput --no-tutorial --time-to-quality --data-dir .gpuraw/mnist --split test \
+bench --skip-throughput --no-tutorial --time-to-quality --data-dir "$MNIST" --split test \
   --evaluator checkpoints/mnist "${ttq[@]}" --json "$RES/ttq-compile.json"
 # 6. time to quality at larger batches: rates times sqrt(B/128), warmed up over 100 steps (batch 128 is row 5)
-bench --skip-throughput --no-tutorial --time-to-quality --cuda-graph --data-dir .gpuraw/mnist --split test \
+bench --skip-throughput --no-tutorial --time-to-quality --cuda-graph --data-dir "$MNIST" --split test \
   --evaluator checkpoints/mnist --ttq-lr-scaling sqrt "${big[@]}" "${ttq[@]}" --json "$RES/ttq-graph-batches.json"
 "$PY" -m cgan.bench --summarize "$RES"

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,8 +21,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .checkpoints import CheckpointError
 from .config import TrainConfig
-from .data import Dataset, load_dataset
+from .data import Dataset, DatasetError, load_dataset
 from .distributed import native_bf16, pick_device
 from .networks import ARCHITECTURES, recipe, speed_defaults
 from .training import Trainer, device_name
@@ -398,6 +400,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.summarize:
         summarize(args.summarize)
         return 0
+    try:
+        return run(args)
+    except (DatasetError, CheckpointError) as e:  # a missing data folder or evaluator: say which, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """The rows main's arguments ask for, printed as they finish and written to --json at the end."""
     device = pick_device(args.device)
     cuda = device.type == "cuda"
     batch = args.batch_size or (256 if cuda else 64)

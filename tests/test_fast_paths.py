@@ -119,6 +119,18 @@ def test_the_time_to_quality_batch_sweep_parses_batches_and_raises_the_rates_by_
         assert "batch sizes" in capsys.readouterr().err
 
 
+def test_the_benchmark_names_a_missing_data_folder_or_evaluator_without_a_traceback(tmp_path, capsys, mnist_dir):
+    # the GPU speed script runs it unattended on a lent machine: its log must say what was missing
+    from cgan.bench import main as bench
+
+    assert bench(["--device", "cpu", "--skip-throughput", "--data-dir", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "does not exist" in err and "Traceback" not in err
+    assert bench(["--device", "cpu", "--skip-throughput", "--time-to-quality", "--data-dir", str(mnist_dir),
+                  "--split", "test", "--evaluator", str(tmp_path / "no-evaluator")]) == 2
+    assert "no-evaluator" in capsys.readouterr().err
+
+
 def test_speed_defaults_follow_the_device_and_the_architecture():
     from cgan.networks import speed_defaults
 
