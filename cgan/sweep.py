@@ -149,6 +149,11 @@ def run_side_by_side(commands: dict[str, list[str]], logs: dict[str, Path], dead
     return codes
 
 
+def train_log(runs_dir: Path, name: str) -> Path:
+    """Where run ``name``'s train.py output goes: beside its run folder, so a run that never starts has one too."""
+    return runs_dir / f"{name}.train.log"
+
+
 def threads_each(runs: int) -> int:
     return max(1, real_core_count() // max(runs, 1))
 
@@ -162,7 +167,7 @@ def train_all(plan: Plan, runs_dir: Path, minutes: float) -> dict[str, int | Non
         extra = [] if any(a.split("=")[0] == "--threads" for a in r.train) else ["--threads", str(threads)]
         commands[r.name] = [sys.executable, str(REPO / "train.py"), *r.train, *extra, "--no-progress",
                             "--out", str(runs_dir / r.name)]
-        logs[r.name] = runs_dir / f"{r.name}.train.log"
+        logs[r.name] = train_log(runs_dir, r.name)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads)}
     print(f"sweep: {len(commands)} runs side by side, {threads} CPU thread(s) each, {minutes:g} min", flush=True)
     return run_side_by_side(commands, logs, time.monotonic() + 60 * minutes, env)
@@ -266,7 +271,7 @@ def summarize(plan: Plan, runs_dir: Path, codes: dict[str, int | None],
             dataset = None
         runs[r.name] = {
             "train": r.train, "dataset": dataset, "exit_code": codes.get(r.name), "state": status.get("state"),
-            "log_tail": last_log_line(runs_dir / f"{r.name}.train.log") if codes.get(r.name) else None,
+            "log_tail": last_log_line(train_log(runs_dir, r.name)) if codes.get(r.name) else None,
             "step": int(row["step"]) if row.get("step", "").isdigit() else 0,
             "images_per_s": float(row["images_per_s"]) if row.get("images_per_s") else None,
             "train_seconds": float(row["seconds"]) if row.get("seconds") else None,
@@ -329,7 +334,7 @@ def pack(runs_dir: Path, summary: dict, out: Path, limits: PackLimits) -> dict:
     for name in summary["runs"]:
         run_dir = runs_dir / name
         grids = sorted((run_dir / "samples").glob("step-*.png"))
-        files = [runs_dir / f"{name}.train.log", run_dir / "losses.csv", run_dir / "status.json",
+        files = [train_log(runs_dir, name), run_dir / "losses.csv", run_dir / "status.json",
                  run_dir / "run.json", *grids[-1:]]
         real = run_dir / REAL_SAMPLES_FILE
         if real.is_file():
