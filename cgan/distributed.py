@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import platform
 from dataclasses import dataclass
 
 import torch
@@ -53,17 +54,28 @@ def init(device_request: str) -> tuple[DistInfo, torch.device]:
     return DistInfo(rank, world, local), device
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags as Linux lists them (x86 "flags", Arm "Features"); empty elsewhere."""
+def cpu_info(field_names: tuple[str, ...]) -> str:
+    """The first value of one of ``field_names`` in Linux's /proc/cpuinfo; "" where it has none."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return set(value.split())
+                if key.strip() in field_names:
+                    return value.strip()
     except OSError:
         pass
-    return set()
+    return ""
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (x86 "flags", Arm "Features"); empty elsewhere."""
+    return set(cpu_info(("flags", "Features")).split())
+
+
+def cpu_name() -> str:
+    """The CPU's model name ("AMD EPYC 9454", "Intel(R) Xeon(R) Platinum 8480+"), or the machine type
+    where Linux does not say (benchmarks from different hosts are only comparable knowing which)."""
+    return cpu_info(("model name", "Model", "Hardware")) or platform.machine() or "CPU"
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -35,7 +35,7 @@ from .checkpoints import (FORMAT, FORMAT_VERSION, GENERATOR_FILE, META_FILE, TRA
                           step_dir_name, write_folder)
 from .config import TrainConfig
 from .data import DATASETS, Dataset
-from .distributed import DistInfo, all_reduce_mean
+from .distributed import DistInfo, all_reduce_mean, cpu_name, native_bf16
 from .files import atomic_write_text
 from .images import from_uint8, make_grid, save_png, to_uint8
 from .losses import discriminator_loss, generator_loss, mode_seeking_loss
@@ -502,7 +502,9 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
         threads = torch.get_num_threads()
-        return f"CPU ({os.cpu_count()} logical cores, {threads} thread{'s' if threads != 1 else ''})"
+        bf16 = "native bf16" if native_bf16(device) else "no native bf16"
+        return (f"CPU: {cpu_name()} ({os.cpu_count()} logical cores, {threads} thread{'s' if threads != 1 else ''}, "
+                f"{bf16})")
     return device.type
 
 

@@ -149,7 +149,7 @@ def test_speed_defaults_follow_the_device_and_the_architecture():
 def test_train_py_uses_bf16_by_default_where_the_cpu_has_it_and_no_amp_opts_out(tmp_path, mnist_dir, capsys):
     import json
 
-    from cgan.distributed import native_bf16
+    from cgan.distributed import cpu_name, native_bf16
     from cgan.training_cli import main
     from conftest import TINY
 
@@ -162,6 +162,10 @@ def test_train_py_uses_bf16_by_default_where_the_cpu_has_it_and_no_amp_opts_out(
 
     default = config("default")
     assert (default["amp"], default["channels_last"]) == (native, native)
+    # run.json names the host, so throughput and the precision chosen can be read against the CPU they ran on
+    device = json.loads((tmp_path / "default" / "run.json").read_text())["invocations"][-1]["device"]
+    assert device.startswith(f"CPU: {cpu_name()} (") and device.endswith("native bf16)")
+    assert ("no native bf16" in device) is (not native)
     if native:
         assert "this CPU computes bf16 natively (--no-amp for fp32)" in capsys.readouterr().err
     opted_out = config("fp32", "--no-amp")
