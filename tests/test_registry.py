@@ -78,7 +78,7 @@ def test_train_py_threads(tmp_path, mnist_dir, capsys):
         assert train_main(["--dataset", "mnist", "--data-dir", str(mnist_dir), "--steps", "2", *TINY, "--threads", "1",
                            "--out", str(run)]) == 0
         assert torch.get_num_threads() == 1
-        assert "1 thread)" in (run / "run.json").read_text()  # recorded with the device
+        assert "1 thread," in (run / "run.json").read_text()  # recorded with the device
         assert train_main(["--resume", str(run), "--data-dir", str(mnist_dir), "--steps", "3"]) == 0  # default
         assert torch.get_num_threads() == len(os.sched_getaffinity(0))
         assert train_main(["--dataset", "mnist", "--data-dir", str(mnist_dir), "--steps", "2", *TINY, "--threads", "0",
