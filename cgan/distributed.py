@@ -1,6 +1,7 @@
 """Multi-process training through torchrun: process-group set-up read from torchrun's environment."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ def init(device_request: str) -> tuple[DistInfo, torch.device]:
     return DistInfo(rank, world, local), device
 
 
+@functools.cache  # the hardware does not change while a process runs; every checkpoint's metadata asks again
 def cpu_info(field_names: tuple[str, ...]) -> str:
     """The first value of one of ``field_names`` in Linux's /proc/cpuinfo; "" where it has none."""
     try:
