@@ -44,6 +44,7 @@ class TrainConfig:
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     lr_warmup: int = 0                   # both learning rates rise linearly over the first N iterations
+    lr_decay: int = 0                    # and fall linearly towards 0 over the last N (0: constant)
     beta1: float = 0.5
     beta2: float = 0.999
     d_steps: int = 1
@@ -87,6 +88,7 @@ class TrainConfig:
             (self.g_width >= 1 and self.d_width >= 1, "--g-width and --d-width must be at least 1"),
             (self.lr_g > 0 and self.lr_d > 0, "learning rates must be positive"),
             (self.lr_warmup >= 0, "--lr-warmup must be >= 0"),
+            (self.lr_decay >= 0, "--lr-decay must be >= 0"),
             (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "Adam betas must be in [0, 1)"),
             (self.d_steps >= 1, "--d-steps must be at least 1"),
             (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),

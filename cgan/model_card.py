@@ -304,6 +304,8 @@ def render(folder: Path, notes: str | None = None) -> str:
         f"{get(cfg, 'beta2')}), batch {get(cfg, 'batch_size')}, {get(cfg, 'd_steps')} D step(s) per G step"
         + (f"; both rates warmed up linearly over the first {_count(cfg['lr_warmup'])} iterations"
            if type(cfg.get("lr_warmup")) is int and cfg["lr_warmup"] > 0 else "")
+        + (f"; both rates decayed linearly over the last {_count(cfg['lr_decay'])} iterations"
+           if type(cfg.get("lr_decay")) is int and cfg["lr_decay"] > 0 else "")
         + ("; real batches balanced over classes" if cfg.get("balanced_classes") is True else "")
         + ("; generated images take the real batch's labels" if cfg.get("fake_labels") == "data" else ""), "",
         "## Training", "",

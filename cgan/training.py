@@ -353,12 +353,13 @@ class Trainer:
         step_seed = mix_seed(cfg.seed, self.dist.rank, p.step)
         self.rng.manual_seed(step_seed)
         torch.manual_seed(step_seed)  # dropout (mlp D) draws from the global generator
-        if p.step < cfg.lr_warmup:  # --lr-warmup: a function of the step alone, so a resumed run matches
-            self.scale_learning_rates((p.step + 1) / cfg.lr_warmup)  # reaches 1.0 at the last
+        rate = self.learning_rate_factor(p.step)
+        if rate is not None:
+            self.scale_learning_rates(rate)
         # A short EMA warm-up (early EMA follows G), except from a trained generator: its EMA already averages.
         decay = cfg.ema_decay if cfg.init_from else min(cfg.ema_decay, (1 + p.step) / (10 + p.step))
-        # (a captured graph keeps the rates it was captured with: it starts once both warm-ups are over)
-        if cfg.cuda_graph and p.step >= max(cfg.d_warmup, cfg.lr_warmup):
+        # (a captured graph keeps the rates it was captured with: it runs between the warm-ups and the decay)
+        if cfg.cuda_graph and max(cfg.d_warmup, cfg.lr_warmup) <= p.step < cfg.steps - cfg.lr_decay:
             out = self._static_iteration(1.0 - decay)
         else:
             for _ in range(cfg.d_steps):
@@ -373,6 +374,18 @@ class Trainer:
         p.step += 1
         p.images_seen += cfg.d_steps * cfg.batch_size * self.dist.world_size
         return out
+
+    def learning_rate_factor(self, step: int) -> float | None:
+        """The share of the configured rates that iteration ``step`` (0-based) trains with under --lr-warmup
+        and --lr-decay; None where neither is on (the rates are never touched). A function of the step and
+        the config alone, so a resumed run follows the straight run's schedule bit for bit."""
+        cfg = self.cfg
+        if not (cfg.lr_warmup or cfg.lr_decay):
+            return None
+        factor = (step + 1) / cfg.lr_warmup if step < cfg.lr_warmup else 1.0  # 1.0 at the warm-up's last
+        if cfg.lr_decay:  # the last N iterations: N/N, ..., 1/N (the last one still learns)
+            factor = min(factor, max(cfg.steps - step, 1) / cfg.lr_decay)
+        return factor
 
     def scale_learning_rates(self, factor: float) -> None:
         """Set both optimisers' rates to ``factor`` times the configured ones (1.0 restores them exactly)."""

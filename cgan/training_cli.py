@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-warmup", type=int, default=d.lr_warmup, metavar="N",
                    help="both learning rates rise linearly from 1/N of their value to all of it over the first "
                         "N iterations: for large batches with raised rates (default %(default)s: off)")
+    g.add_argument("--lr-decay", type=int, default=d.lr_decay, metavar="N",
+                   help="both learning rates fall linearly over the last N iterations, to 1/N of their value "
+                        "at the last one (the SNGAN recipe's annealing): anneals a run, or a continuation "
+                        "(--init-from) after its --d-warmup (default %(default)s: off)")
     g.add_argument("--beta1", type=float, default=d.beta1, help="Adam beta1 (default %(default)s)")
     g.add_argument("--beta2", type=float, default=d.beta2, help="Adam beta2 (default %(default)s)")
     g.add_argument("--d-steps", type=int, default=d.d_steps, help="D updates per G update (default %(default)s)")
@@ -209,6 +213,7 @@ def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSo
         arch=args.arch, loss=args.loss or defaults["loss"], z_dim=args.z_dim,
         g_width=args.g_width or defaults["g_width"], d_width=args.d_width or defaults["d_width"],
         steps=0, batch_size=args.batch_size, lr_g=args.lr_g, lr_d=args.lr_d, lr_warmup=args.lr_warmup,
+        lr_decay=args.lr_decay,
         beta1=args.beta1, beta2=args.beta2,
         d_steps=args.d_steps, label_smoothing=args.label_smoothing, mismatch_weight=args.mismatch_weight,
         mismatch_labels=args.mismatch_labels, mode_seeking=args.mode_seeking, fake_labels=args.fake_labels,

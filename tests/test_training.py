@@ -121,6 +121,37 @@ def test_lr_warmup_ramps_both_rates_and_a_run_resumed_inside_it_matches(tmp_path
     assert TrainConfig.from_dict(old).lr_warmup == 0
 
 
+def test_lr_decay_anneals_both_rates_over_the_last_iterations_and_a_run_resumed_inside_it_matches(tmp_path, mnist_dir):
+    """--lr-decay 3 over a 6-iteration run: iterations 4-6 train with 3/3, 2/3, 1/3 of each rate (never 0),
+    with --lr-warmup the smaller factor wins, and a run saved inside the decay and resumed is the straight
+    run bit for bit. train.py takes the option and the model card names it."""
+    ds = load_dataset("mnist", "train", mnist_dir)
+    cfg = TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=3, lr_g=3e-4, lr_d=1e-4, steps=6,
+                      lr_decay=3)
+    straight = Trainer(cfg, ds, CPU)
+    rates = []
+    for _ in range(6):
+        straight.iteration()
+        rates.append((straight.opt_g.param_groups[0]["lr"], straight.opt_d.param_groups[0]["lr"]))
+    assert rates == [(3e-4 * f, 1e-4 * f) for f in (1, 1, 1, 1, 2 / 3, 1 / 3)]
+    assert rates[3] == (cfg.lr_g, cfg.lr_d)
+    resumed, saved = stopped_and_resumed(cfg, ds, tmp_path / "run", 5, 6)
+    assert same_training_state(straight, resumed)
+    assert "decayed linearly over the last 3 iterations" in render(saved)
+    both = Trainer(replace(cfg, lr_warmup=4, lr_decay=4), ds, CPU)  # warm-up and decay overlap
+    assert [both.learning_rate_factor(k) for k in range(6)] == [0.25, 0.5, 0.75, 0.75, 0.5, 0.25]
+    assert Trainer(replace(cfg, lr_decay=0), ds, CPU).learning_rate_factor(5) is None  # rates untouched
+    with pytest.raises(ValueError, match="--lr-decay must be >= 0"):
+        replace(cfg, lr_decay=-1).validate()
+    old = cfg.to_dict()
+    del old["lr_decay"]  # a checkpoint from before the option: no decay
+    assert TrainConfig.from_dict(old).lr_decay == 0
+    out = tmp_path / "cli"
+    assert main(["--dataset", "mnist", "--data-dir", str(mnist_dir), "--steps", "2", "--lr-decay", "2",
+                 "--out", str(out), *TINY]) == 0
+    assert json.loads((list_checkpoints(out)[-1] / "checkpoint.json").read_text())["config"]["lr_decay"] == 2
+
+
 def test_resume_refuses_other_options(tmp_path, mnist_dir, tiny_run, capsys):
     assert train(["--resume", str(tiny_run), "--lr-g", "0.1", "--steps", "8"]) == 2
     err = capsys.readouterr().err
@@ -152,7 +183,7 @@ def test_help_documents_every_option():
     for opt in ["--dataset", "--data-dir", "--split", "--emnist-split", "--arch", "--loss", "--epochs", "--steps",
                 "--batch-size", "--lr-g", "--lr-d", "--z-dim", "--seed", "--out", "--resume", "--device",
                 "--sample-every", "--checkpoint-every", "--keep", "--mismatch-weight", "--mismatch-labels", "--label-smoothing",
-                "--lr-warmup"]:
+                "--lr-warmup", "--lr-decay"]:
         assert opt in out
 
 
