@@ -82,6 +82,11 @@ def write_folder(final: Path, meta: dict, tensor_files: dict[str, dict[str, torc
             fsync_path(tmp / name)
         (tmp / meta_name).write_text(json.dumps(meta, indent=2, sort_keys=True))
         fsync_path(tmp / meta_name)
+        # safetensors creates its files owner-only (0600); give them the mode any file written here gets
+        # (the umask's, as the JSON just written has), so an app run by another user can read the weights
+        mode = (tmp / meta_name).stat().st_mode & 0o777
+        for name in tensor_files:
+            os.chmod(tmp / name, mode)
         fsync_path(tmp)
         if final.exists():  # re-writing the same step (e.g. after a resume): replace it as a whole
             old = final.parent / f".old-{final.name}-{os.getpid()}"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -33,6 +34,22 @@ def test_round_trip_is_bitwise(tmp_path, mnist_dir):
         assert all(torch.equal(sa["state"][i][k], sb["state"][i][k]) for i in sa["state"] for k in sa["state"][i])
     assert b.progress == a.progress
     assert not list(tmp_path.glob("checkpoints/.tmp-*"))
+
+
+def test_checkpoint_files_get_the_umask_mode_not_owner_only(tmp_path, tiny_export):
+    """safetensors creates owner-only (0600) files; a checkpoint folder's files get the mode of any file
+    written under the process's umask, so an app run by another user can read the weights."""
+    from cgan.checkpoints import write_folder
+
+    old = os.umask(0o022)
+    try:
+        folder = write_folder(tmp_path / "ck", {"kind": "test"}, {"a.safetensors": {"w": torch.zeros(2)}})
+    finally:
+        os.umask(old)
+    assert {f.name: f.stat().st_mode & 0o777 for f in folder.iterdir()} == {
+        "a.safetensors": 0o644, META_FILE: 0o644}
+    (tmp_path / "plain").write_text("x")  # what export writes too: the mode of a plain file
+    assert {f.stat().st_mode & 0o777 for f in tiny_export.iterdir()} == {(tmp_path / "plain").stat().st_mode & 0o777}
 
 
 def test_latest_ignores_incomplete_folders(tiny_run, tmp_path):
