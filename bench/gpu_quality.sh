@@ -2,7 +2,8 @@
 # The GPU quality job: the shipped models' training runs side by side on one lent GPU, in two device calls.
 #
 #   here:      bash bench/gpu_quality.sh prepare        # .gpudata/a (EMNIST, MNIST), .gpudata/b (Fashion-MNIST)
-#   device 1:  bash bench/gpu_quality.sh data           # carry [".gpudata/a"]: unpacks into .gpuraw/
+#   device 1:  bash bench/gpu_quality.sh data && bash bench/gpu_quality.sh check   # carry [".gpudata/a"]:
+#                                                       # unpacks into .gpuraw/, then a 1-minute check
 #   device 2:  bash bench/gpu_quality.sh data && bash bench/gpu_quality.sh sweep   # carry [".gpudata/b"]
 #   here:      python -m cgan.sweep unpack <files_at> --to sweep-back
 #   here:      bash bench/gpu_quality.sh smoke          # the same plan at tiny sizes on the CPU, 2 minutes
@@ -44,13 +45,28 @@ case "${1:-}" in
       [ -s "$out" ] || { xz -dc "$f" > "$out.tmp" && mv "$out.tmp" "$out"; }
     done
     ls -R .gpuraw | head -20 ;;
+  check)  # on the device before the sweep (~1 min): versions, then a short EMNIST continuation (eager, so no
+          # compile wait), exported and scored with the full protocol there: the sweep's path end to end, and
+          # the shipped model's numbers on the GPU beside the CPU ones in checkpoints/emnist/evaluation.json
+    dev=${DEVICE:-cuda}
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    "$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+    tmp=$(mktemp -d /tmp/check.XXXX); t0=$(date +%s.%N)
+    PYTHONUNBUFFERED=1 "$PY" train.py --init-from checkpoints/emnist --data-dir .gpuraw/emnist --split test \
+      --d-warmup 10 --steps 30 --checkpoint-every 30 --log-every 10 --no-compile --no-progress --device "$dev" \
+      --out "$tmp/run"
+    "$PY" -m cgan.export "$tmp/run/checkpoints/step-0000030" "$tmp/export" > /dev/null; t1=$(date +%s.%N)
+    PYTHONUNBUFFERED=1 timeout "${CHECK_EVAL_SECONDS:-120}" "$PY" -m cgan.evaluate "$tmp/export" \
+      --evaluator checkpoints/emnist --data-dir .gpuraw/emnist --device "$dev" ${CHECK_EVAL_ARGS:-}
+    t2=$(date +%s.%N)
+    "$PY" -c "import sys; a, b, c = map(float, sys.argv[1:]); print(f'check: train + export {b - a:.1f} s, evaluation {c - b:.1f} s')" "$t0" "$t1" "$t2" ;;
   sweep)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     "$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
     runs=$(mktemp -d /tmp/sweep.XXXX)
     rc=0
     PYTHONUNBUFFERED=1 "$PY" -m cgan.sweep run "$PLAN" --runs-dir "$runs" --train-minutes "${TRAIN_MINUTES:-6}" \
-      --eval-minutes "${EVAL_MINUTES:-2}" --pack "${OUT:?set OUT to the folder that comes back}" || rc=$?
+      --eval-minutes "${EVAL_MINUTES:-2}" --stop-grace "${STOP_GRACE:-120}" --pack "${OUT:?set OUT to the folder that comes back}" || rc=$?
     tail -n 3 "$runs"/*.train.log
     exit $rc ;;
   smoke)  # the plan's runs at tiny sizes on this CPU: options given later win in train.py's parser
@@ -64,7 +80,9 @@ raw = lambda args: [sys.argv[3] + a[len(".gpuraw"):] if a.startswith(".gpuraw/")
 for r in plan["runs"]:
     r["train"], r["evaluate"] = raw(r["train"]), raw(r.get("evaluate") or []) or None
     # a continuation keeps its generator's size (--init-from refuses another); its D is new, so it shrinks too
-    small = ["--d-width", "8"] if "--init-from" in r["train"] else ["--g-width", "8", "--d-width", "8", "--z-dim", "16"]
+    # (and its D-alone warm-up shrinks, so the smoke reaches joint steps and evaluates their exports)
+    small = (["--d-width", "8", "--d-warmup", "10"] if "--init-from" in r["train"]
+             else ["--g-width", "8", "--d-width", "8", "--z-dim", "16"])
     r["train"] += [*small, "--batch-size", "16", "--device", "cpu", "--no-amp", "--no-compile",
                    "--checkpoint-every", "25", "--keep", "2", "--threads", "1"]
     r["evaluate"] = [*r["evaluate"], "--quick", "--device", "cpu", "--threads", "1"] if r.get("evaluate") else None
@@ -75,5 +93,5 @@ EOF
     PLAN=$tiny OUT=$out TRAIN_MINUTES=${TRAIN_MINUTES:-1} EVAL_MINUTES=${EVAL_MINUTES:-4} PYTHON=$PY bash "$SELF" sweep || rc=$?
     ls -l "$out"
     exit $rc ;;
-  *) echo "usage: bash bench/gpu_quality.sh prepare|data|sweep|smoke" >&2; exit 2 ;;
+  *) echo "usage: bash bench/gpu_quality.sh prepare|data|check|sweep|smoke" >&2; exit 2 ;;
 esac

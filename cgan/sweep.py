@@ -12,14 +12,20 @@ PLAN.json::
     {"runs": [{"name": "fashion-g64",
                "train": ["--dataset", "fashion-mnist", "--data-dir", "data/fashion-mnist", "--g-width", "64"],
                "evaluate": ["--evaluator", "checkpoints/fashion-mnist", "--data-dir", "data/fashion-mnist"]}],
+     "parallel": 8,
      "pack": {"max_files": 8, "max_file_mib": 15.5, "max_total_mib": 63}}
 
-``train`` is a train.py argument list (never --out or --resume: the sweep names the run folder). At the
-training deadline every run still going gets SIGTERM, on which train.py writes a checkpoint and exits, so
-nothing trained is lost. Every kept checkpoint is then exported (``cgan.export``) and, where the run has an
-``evaluate`` list, scored by ``cgan.evaluate`` (full protocol unless the list says ``--quick``), several at
-once, against the second deadline. ``run`` ends by writing ``summary.json`` (per run: exit code, state, steps,
-images/s, a failed run's last log line; per export: step, metrics, whether it was packed) and, with
+``train`` is a train.py argument list (never --out or --resume: the sweep names the run folder). ``parallel``
+(default: every run at once) caps how many train at a time; the others wait in plan order and start as
+places free up, until the training deadline. At that deadline every run still going gets SIGTERM, on which
+train.py writes a checkpoint and exits, so nothing trained is lost. Every kept checkpoint is then exported
+(``cgan.export``) and, where the run has an ``evaluate`` list, scored by ``cgan.evaluate`` (full protocol
+unless the list says ``--quick``), several at once, against the second deadline: the runs take turns, each
+giving its newest export, then its oldest, then the ones between, so a deadline leaves every run's curve
+sampled. An export whose generator is byte-identical to the one its run started from (``--init-from``;
+a ``--d-warmup`` leaves G untouched) or to an earlier export of the run is neither evaluated nor packed.
+``run`` ends by writing ``summary.json`` (per run: exit code, state, steps, images/s, a failed run's last
+log line; per export: step, metrics, whether it was packed or which generator it repeats) and, with
 ``--pack``, tar archives within the size limits, most useful first: each run's best export by FD ratio, by
 conditional accuracy and by GAN-train, its newest, then the rest newest first. Real samples are packed once
 per run and put back into each export by ``unpack``, which also refuses archive members that would land
@@ -76,6 +82,7 @@ class RunPlan:
 class Plan:
     runs: list[RunPlan]
     pack: PackLimits = field(default_factory=PackLimits)
+    parallel: int | None = None  # runs training at a time (None: all)
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -83,7 +90,8 @@ def load_plan(path: str | Path) -> Plan:
         raw = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise PlanError(f"{path}: cannot read the plan ({e})") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("runs"), list) or not raw["runs"]:
+    if not isinstance(raw, dict) or not isinstance(raw.get("runs"), list) or not raw["runs"] \
+            or set(raw) - {"runs", "pack", "parallel"}:
         raise PlanError(f'{path}: expected {{"runs": [{{"name": ..., "train": [...]}}, ...]}}')
     runs, names = [], set()
     for i, r in enumerate(raw["runs"]):
@@ -104,12 +112,15 @@ def load_plan(path: str | Path) -> Plan:
         if banned:
             raise PlanError(f"{where}: leave out {', '.join(sorted(banned))}; the sweep names each run's folder")
         runs.append(RunPlan(name, list(r["train"]), None if r.get("evaluate") is None else list(r["evaluate"])))
+    parallel = raw.get("parallel")
+    if parallel is not None and (type(parallel) is not int or parallel < 1):
+        raise PlanError(f"{path}: parallel must be a whole number of runs, 1 or more (got {parallel!r})")
     pack = raw.get("pack", {})
     try:
         limits = PackLimits(**pack)
     except TypeError:
         raise PlanError(f"{path}: pack takes max_files, max_file_mib and max_total_mib") from None
-    return Plan(runs, limits)
+    return Plan(runs, limits, parallel)
 
 
 # ---------------------------------------------------------------------------------------------- processes
@@ -160,8 +171,9 @@ def threads_each(runs: int) -> int:
 
 # ---------------------------------------------------------------------------------------------- the sweep
 
-def train_all(plan: Plan, runs_dir: Path, minutes: float) -> dict[str, int | None]:
-    threads = threads_each(len(plan.runs))
+def train_all(plan: Plan, runs_dir: Path, minutes: float, grace_s: float = 120.0) -> dict[str, int | None]:
+    at_once = min(plan.parallel or len(plan.runs), len(plan.runs))
+    threads = threads_each(at_once)
     commands, logs = {}, {}
     for r in plan.runs:
         extra = [] if any(a.split("=")[0] == "--threads" for a in r.train) else ["--threads", str(threads)]
@@ -169,8 +181,10 @@ def train_all(plan: Plan, runs_dir: Path, minutes: float) -> dict[str, int | Non
                             "--out", str(runs_dir / r.name)]
         logs[r.name] = train_log(runs_dir, r.name)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads)}
-    print(f"sweep: {len(commands)} runs side by side, {threads} CPU thread(s) each, {minutes:g} min", flush=True)
-    return run_side_by_side(commands, logs, time.monotonic() + 60 * minutes, env)
+    print(f"sweep: {len(commands)} runs, {at_once} side by side, {threads} CPU thread(s) each, {minutes:g} min",
+          flush=True)
+    return run_side_by_side(commands, logs, time.monotonic() + 60 * minutes, env, grace_s=grace_s,
+                            max_parallel=at_once)
 
 
 def export_all(plan: Plan, runs_dir: Path) -> dict[str, list[Path]]:
@@ -191,14 +205,63 @@ def export_all(plan: Plan, runs_dir: Path) -> dict[str, list[Path]]:
     return out
 
 
-def evaluate_all(plan: Plan, exports: dict[str, list[Path]], runs_dir: Path, minutes: float) -> None:
-    """``cgan.evaluate EXPORT ... --write`` for every export of the runs that have an evaluate list, newest
-    first, a few at a time, until the deadline."""
-    commands, logs = {}, {}
-    for r in plan.runs:
-        if r.evaluate is None:
+def init_generator(train: list[str]) -> Path | None:
+    """The generator file a run starts from (``--init-from FOLDER`` holding generator.safetensors), or None."""
+    for i, a in enumerate(train):
+        if a == "--init-from" and i + 1 < len(train):
+            folder = Path(train[i + 1])
+        elif a.startswith("--init-from="):
+            folder = Path(a.split("=", 1)[1])
+        else:
             continue
-        for folder in reversed(exports[r.name]):
+        file = (folder if folder.is_absolute() else REPO / folder) / "generator.safetensors"
+        return file if file.is_file() else None
+    return None
+
+
+def repeats(plan: Plan, exports: dict[str, list[Path]]) -> dict[Path, str]:
+    """Exports whose generator file is byte-identical to the one their run started from or to an earlier
+    export of the run (a --d-warmup trains D alone), mapped to what they repeat; these need no evaluation
+    and no room in the archives."""
+    same: dict[Path, str] = {}
+    for r in plan.runs:
+        seen: dict[str, str] = {}
+        start = init_generator(r.train)
+        if start is not None:
+            seen[file_sha256(start)] = "the --init-from generator"
+        for folder in exports.get(r.name, []):
+            digest = file_sha256(folder / "generator.safetensors")
+            if digest in seen:
+                same[folder] = seen[digest]
+            else:
+                seen[digest] = f"{EXPORTS}/{r.name}/{folder.name}"
+    return same
+
+
+def spread(items: list) -> list:
+    """Newest (last) first, then the oldest, then the ones between by halving the gaps: cut off anywhere,
+    what came first samples the whole curve."""
+    if len(items) <= 2:
+        return items[::-1]
+    order, gaps = [items[-1], items[0]], [(0, len(items) - 1)]
+    while gaps:
+        lo, hi = gaps.pop(0)
+        if hi - lo > 1:
+            mid = (lo + hi) // 2
+            order.append(items[mid])
+            gaps += [(lo, mid), (mid, hi)]
+    return order
+
+
+def evaluate_all(plan: Plan, exports: dict[str, list[Path]], runs_dir: Path, minutes: float,
+                 skip: dict[Path, str] | None = None) -> None:
+    """``cgan.evaluate EXPORT ... --write`` for the exports of the runs that have an evaluate list (except
+    ``skip``), a few at a time, until the deadline; the runs take turns, each in ``spread`` order."""
+    queues = [[(r, f) for f in spread([f for f in exports[r.name] if f not in (skip or {})])]
+              for r in plan.runs if r.evaluate is not None]
+    commands, logs = {}, {}
+    for i in range(max(map(len, queues), default=0)):
+        for r, folder in (q[i] for q in queues if i < len(q)):
             key = f"{r.name}/{folder.name}"
             device = [] if "--device" in r.evaluate else ["--device", "auto"]
             commands[key] = [sys.executable, "-m", "cgan.evaluate", str(folder), *r.evaluate, *device, "--write"]
@@ -255,7 +318,7 @@ def last_log_line(log: Path) -> str | None:
 
 
 def summarize(plan: Plan, runs_dir: Path, codes: dict[str, int | None],
-              exports: dict[str, list[Path]]) -> dict:
+              exports: dict[str, list[Path]], same: dict[Path, str] | None = None) -> dict:
     runs = {}
     for r in plan.runs:
         run_dir = runs_dir / r.name
@@ -276,7 +339,8 @@ def summarize(plan: Plan, runs_dir: Path, codes: dict[str, int | None],
             "images_per_s": float(row["images_per_s"]) if row.get("images_per_s") else None,
             "train_seconds": float(row["seconds"]) if row.get("seconds") else None,
             "exports": [{"folder": f"{EXPORTS}/{r.name}/{f.name}", "step": int(f.name.split("-")[-1]),
-                         "evaluation": evaluation_of(f)} for f in exports.get(r.name, [])],
+                         "evaluation": evaluation_of(f), **({"same_as": same[f]} if f in (same or {}) else {})}
+                        for f in exports.get(r.name, [])],
         }
     return {"runs": runs, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
@@ -294,8 +358,9 @@ def priority(summary: dict) -> list[tuple[str, str]]:
     target and GAN-train (no single metric decides; equal values share a rank), then the unevaluated ones,
     newest first; the datasets take turns, so each gets its best export before any gets its second."""
     by_dataset: dict[str, list[tuple[str, dict]]] = {}
-    for name, run in summary["runs"].items():
-        by_dataset.setdefault(run.get("dataset") or name, []).extend((name, e) for e in run["exports"])
+    for name, run in summary["runs"].items():  # a repeat of another generator never travels
+        by_dataset.setdefault(run.get("dataset") or name, []).extend(
+            (name, e) for e in run["exports"] if not e.get("same_as"))
     queues = []
     for candidates in by_dataset.values():
         scored = [c for c in candidates if c[1]["evaluation"]]
@@ -437,7 +502,8 @@ def format_summary(summary: dict) -> str:
             lines.append(f"{head}  {e['folder'].split('/')[-1]:<14} {num('fd_ratio', '8.2f'):>8}  "
                          f"{num('conditional_ratio', '.3f'):>5}  {num('classes_under_target', 'd'):>5}  "
                          f"{num('gan_train', '.3f'):>9}  "
-                         f"{'yes' if e.get('packed') else ('no' if 'packed' in e else '-')}")
+                         f"{'yes' if e.get('packed') else ('no' if 'packed' in e else '-')}"
+                         + (f"  (same generator as {e['same_as']})" if e.get("same_as") else ""))
             head = " " * len(head)
     return "\n".join(lines)
 
@@ -452,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--train-minutes", type=float, default=7.0, help="training deadline (default %(default)s)")
     r.add_argument("--eval-minutes", type=float, default=1.5, help="evaluation deadline (default %(default)s)")
     r.add_argument("--pack", default=None, metavar="OUT", help="write sweep-N.tar archives into OUT")
+    r.add_argument("--stop-grace", type=float, default=120.0, metavar="SECONDS",
+                   help="after the training deadline's SIGTERM, how long a run may take to write its checkpoint "
+                        "before it is killed (default %(default)s; a run caught compiling loses its last steps)")
     u = sub.add_parser("unpack", help="extract the archives of a sweep and rebuild its exported folders")
     u.add_argument("folder", help="the folder holding sweep-N.tar")
     u.add_argument("--to", required=True, help="where to extract")
@@ -466,10 +535,11 @@ def main(argv: list[str] | None = None) -> int:
             raise PlanError(f"--runs-dir {runs_dir} is not empty; give a new folder")
         runs_dir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        codes = train_all(plan, runs_dir, args.train_minutes)
+        codes = train_all(plan, runs_dir, args.train_minutes, args.stop_grace)
         exports = export_all(plan, runs_dir)
-        evaluate_all(plan, exports, runs_dir, args.eval_minutes)
-        summary = summarize(plan, runs_dir, codes, exports)
+        same = repeats(plan, exports)
+        evaluate_all(plan, exports, runs_dir, args.eval_minutes, skip=same)
+        summary = summarize(plan, runs_dir, codes, exports, same)
         summary["wall_seconds"] = round(time.monotonic() - started, 1)
         if args.pack:
             summary["pack"] = pack(runs_dir, summary, Path(args.pack), plan.pack)

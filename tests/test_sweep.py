@@ -199,3 +199,65 @@ def test_priority_counts_classes_measurably_under_target_and_ties_share_a_rank()
     summary = {"runs": {"em": {"dataset": "emnist/bymerge", "exports": [
         e(2, fd=2.0, under=2, gan=0.79, worst=0.50), e(1, fd=2.1, under=0, gan=0.80, worst=0.28)]}}}
     assert [f for _, f in sweep.priority(summary)] == ["exports/em/step-0000001", "exports/em/step-0000002"]
+
+
+@pytest.mark.parametrize("extra,words", [({"parallel": 0}, "parallel must be"), ({"parallel": "2"}, "parallel must be"),
+                                         ({"paralel": 2}, '"runs"')])
+def test_a_bad_parallel_says_what_to_change(tmp_path, extra, words):
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"runs": [{"name": "a", "train": []}], **extra}))
+    with pytest.raises(sweep.PlanError, match=words):
+        sweep.load_plan(path)
+
+
+def test_spread_samples_the_whole_curve_first():
+    assert sweep.spread([]) == [] and sweep.spread([1]) == [1] and sweep.spread([1, 2]) == [2, 1]
+    assert sweep.spread(list(range(9))) == [8, 0, 4, 2, 6, 1, 3, 5, 7]
+    assert sorted(sweep.spread(list(range(13)))) == list(range(13))
+
+
+def test_a_queued_continuation_skips_the_generators_it_did_not_train(tmp_path, evaluated_data):
+    # One place: the runs train one after the other. The continuation trains D alone for its first 2 steps,
+    # so its checkpoints at steps 1 and 2 hold the --init-from generator byte for byte: neither evaluated nor
+    # packed (on a GPU lease they cost evaluation minutes and archive room for nothing), while steps 3 and 4
+    # are; the evaluation order lets every run's newest export go first.
+    data, evaluator = evaluated_data
+    common = ["--dataset", "mnist", "--data-dir", str(data), "--split", "test", "--threads", "1", *TINY]
+    base = tmp_path / "base"
+    subprocess.run([sys.executable, "train.py", *common, "--steps", "2", "--out", str(base)], cwd=REPO, check=True,
+                   capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "cgan.export", str(base / "checkpoints" / "step-0000002"),
+                    str(tmp_path / "start")], cwd=REPO, check=True, capture_output=True, timeout=300)
+    quick = ["--evaluator", str(evaluator), "--data-dir", str(data), "--quick", "--threads", "1"]
+    plan = write_plan(tmp_path / "plan.json", [
+        {"name": "first", "train": [*common, "--steps", "2", "--checkpoint-every", "2"], "evaluate": quick},
+        {"name": "again", "train": ["--init-from", str(tmp_path / "start"), "--data-dir", str(data), "--split", "test",
+                                    "--threads", "1", "--d-width", "8", "--batch-size", "16", "--no-progress",
+                                    "--d-warmup", "2", "--steps", "4", "--checkpoint-every", "1", "--keep", "9"],
+         "evaluate": quick},
+    ])
+    raw = json.loads(plan.read_text())
+    plan.write_text(json.dumps({**raw, "parallel": 1}))
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "cgan.sweep", "run", str(plan), "--runs-dir", str(runs),
+                           "--train-minutes", "4", "--eval-minutes", "4", "--pack", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 runs, 1 side by side" in proc.stdout
+    summary = json.loads((runs / "summary.json").read_text())
+    first, again = summary["runs"]["first"], summary["runs"]["again"]
+    assert first["state"] == again["state"] == "finished" and again["step"] == 4
+    by_step = {e["step"]: e for e in again["exports"]}
+    assert sorted(by_step) == [1, 2, 3, 4]
+    for step in (1, 2):
+        assert by_step[step]["same_as"] == "the --init-from generator"
+        assert by_step[step]["evaluation"] is None and "packed" not in by_step[step]
+        assert not (runs / by_step[step]["folder"] / "evaluation.json").exists()
+    for step in (3, 4):
+        assert "same_as" not in by_step[step] and by_step[step]["evaluation"]["protocol"] == "quick"
+        assert by_step[step]["packed"] is True
+    assert "same generator as the --init-from generator" in proc.stdout
+    back = sweep.unpack(out, tmp_path / "back")
+    assert not (tmp_path / "back" / by_step[1]["folder"]).exists()
+    assert (tmp_path / "back" / by_step[4]["folder"] / "generator.safetensors").is_file()
+    assert back["runs"]["again"]["exports"][0]["same_as"] == "the --init-from generator"
