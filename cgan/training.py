@@ -142,7 +142,13 @@ def ema_update(ema: nn.Module, model: nn.Module, weight: float | torch.Tensor) -
     with torch.no_grad():
         floats = [(e, m) for e, m in zip([*ema.parameters(), *ema.buffers()], [*model.parameters(), *model.buffers()])
                   if e.dtype.is_floating_point]
-        torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], weight)
+        if isinstance(weight, torch.Tensor):
+            # one lerp per tensor: the foreach form reads a tensor weight back to the host (.item()), which a
+            # CUDA graph capture refuses (cudaErrorStreamCaptureUnsupported, seen on an H200, torch 2.11)
+            for e, m in floats:
+                e.lerp_(m, weight)
+        else:
+            torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], weight)
         for eb, mb in zip(ema.buffers(), model.buffers()):
             if not eb.dtype.is_floating_point:
                 eb.copy_(mb)
