@@ -59,7 +59,12 @@ case "${1:-}" in
     PYTHONUNBUFFERED=1 timeout "${CHECK_EVAL_SECONDS:-120}" "$PY" -m cgan.evaluate "$tmp/export" \
       --evaluator checkpoints/emnist --data-dir .gpuraw/emnist --device "$dev" ${CHECK_EVAL_ARGS:-}
     t2=$(date +%s.%N)
-    "$PY" -c "import sys; a, b, c = map(float, sys.argv[1:]); print(f'check: train + export {b - a:.1f} s, evaluation {c - b:.1f} s')" "$t0" "$t1" "$t2" ;;
+    "$PY" -c "import sys; a, b, c = map(float, sys.argv[1:]); print(f'check: train + export {b - a:.1f} s, evaluation {c - b:.1f} s')" "$t0" "$t1" "$t2"
+    # --cuda-graph (issue: speed), a few seconds: does the whole iteration capture and replay on this GPU?
+    PYTHONUNBUFFERED=1 "$PY" train.py --dataset mnist --data-dir .gpuraw/mnist --split test --cuda-graph \
+      --batch-size 256 --steps 200 --log-every 100 --no-progress --device "$dev" --out "$tmp/graph" > "$tmp/graph.log" 2>&1 \
+      && { echo "check: --cuda-graph ran"; grep -E "^done|images_per_s|img/s" "$tmp/graph.log" | tail -2; tail -n 3 "$tmp/graph/losses.csv"; } \
+      || { echo "check: --cuda-graph FAILED (the quality sweep does not use it):"; grep -m 3 -E "Error|error" "$tmp/graph.log"; } ;;
   sweep)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     "$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
