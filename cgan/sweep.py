@@ -26,8 +26,9 @@ sampled. An export whose generator is byte-identical to the one its run started 
 a ``--d-warmup`` leaves G untouched) or to an earlier export of the run is neither evaluated nor packed.
 ``run`` ends by writing ``summary.json`` (per run: exit code, state, steps, images/s, a failed run's last
 log line; per export: step, metrics, whether it was packed or which generator it repeats) and, with
-``--pack``, tar archives within the size limits, most useful first: each run's best export by FD ratio, by
-conditional accuracy and by GAN-train, its newest, then the rest newest first. Real samples are packed once
+``--pack``, tar archives within the size limits, most useful first (``priority``: the datasets take turns,
+each giving its best export on FD ratio, conditional accuracy, classes under target and GAN-train together,
+then its next; unevaluated exports last, newest first). Real samples are packed once
 per run and put back into each export by ``unpack``, which also refuses archive members that would land
 outside ``--to``. ``run`` exits 1 when no run wrote a checkpoint.
 """
