@@ -9,14 +9,15 @@
 #   here:      bash bench/gpu_quality.sh smoke          # the same plan at tiny sizes on the CPU, 2 minutes
 #                                                       # (reads .gpuraw if `data` made it, else $CGAN_DATA_DIR)
 #
-# Why two calls: the working tree (25 MiB) and the three datasets (49 MiB as xz: 23 + 26) are over the 64 MiB a
+# Why two calls: the working tree (36.5 MiB) and the three datasets (49 MiB as xz: 23 + 26) are over the 64 MiB a
 # call may carry, and a warm machine keeps ignored folders (.gpuraw) between calls.
-# The plan is bench/plans/gpu-quality.json (PLAN=... to change it); TRAIN_MINUTES and EVAL_MINUTES are the
+# The plan is bench/plans/gpu-from-scratch.json (PLAN=bench/plans/gpu-continuations.json for the continuations run on
+# 2026-12-04; PLAN=... for any other); TRAIN_MINUTES and EVAL_MINUTES are the
 # deadlines of cgan.sweep; the archives go to $OUT (the device tool's folder that comes back).
 set -euo pipefail
 SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 cd "$(dirname "$SELF")/.."
-PLAN=${PLAN:-bench/plans/gpu-quality.json}
+PLAN=${PLAN:-bench/plans/gpu-from-scratch.json}
 PY=${PYTHON:-python3}
 
 compress() {  # compress SRC (the official .gz or a plain file) into DEST.xz
