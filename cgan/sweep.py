@@ -49,7 +49,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoints import REAL_SAMPLES_FILE, file_sha256, list_checkpoints
+from .checkpoints import REAL_SAMPLES_FILE, file_sha256, generator_file, list_checkpoints, read_meta
 from .distributed import real_core_count
 from .files import atomic_write_text
 
@@ -206,32 +206,18 @@ def export_all(plan: Plan, runs_dir: Path) -> dict[str, list[Path]]:
     return out
 
 
-def init_generator(train: list[str]) -> Path | None:
-    """The generator file a run starts from (``--init-from FOLDER`` holding generator.safetensors), or None."""
-    for i, a in enumerate(train):
-        if a == "--init-from" and i + 1 < len(train):
-            folder = Path(train[i + 1])
-        elif a.startswith("--init-from="):
-            folder = Path(a.split("=", 1)[1])
-        else:
-            continue
-        file = (folder if folder.is_absolute() else REPO / folder) / "generator.safetensors"
-        return file if file.is_file() else None
-    return None
-
-
 def repeats(plan: Plan, exports: dict[str, list[Path]]) -> dict[Path, str]:
-    """Exports whose generator file is byte-identical to the one their run started from or to an earlier
-    export of the run (a --d-warmup trains D alone), mapped to what they repeat; these need no evaluation
-    and no room in the archives."""
+    """Exports whose generator file is byte-identical to the one their run started from (the SHA-256 that
+    train.py records as ``init_sha256``) or to an earlier export of the run (a --d-warmup trains D alone),
+    mapped to what they repeat; these need no evaluation and no room in the archives."""
     same: dict[Path, str] = {}
     for r in plan.runs:
         seen: dict[str, str] = {}
-        start = init_generator(r.train)
-        if start is not None:
-            seen[file_sha256(start)] = "the --init-from generator"
         for folder in exports.get(r.name, []):
-            digest = file_sha256(folder / "generator.safetensors")
+            start = read_meta(folder)["config"].get("init_sha256")
+            if start:
+                seen.setdefault(start, "the --init-from generator")
+            digest = file_sha256(generator_file(folder))
             if digest in seen:
                 same[folder] = seen[digest]
             else:
@@ -258,7 +244,8 @@ def evaluate_all(plan: Plan, exports: dict[str, list[Path]], runs_dir: Path, min
                  skip: dict[Path, str] | None = None) -> None:
     """``cgan.evaluate EXPORT ... --write`` for the exports of the runs that have an evaluate list (except
     ``skip``), a few at a time, until the deadline; the runs take turns, each in ``spread`` order."""
-    queues = [[(r, f) for f in spread([f for f in exports[r.name] if f not in (skip or {})])]
+    skip = skip or {}
+    queues = [[(r, f) for f in spread([f for f in exports[r.name] if f not in skip])]
               for r in plan.runs if r.evaluate is not None]
     commands, logs = {}, {}
     for i in range(max(map(len, queues), default=0)):

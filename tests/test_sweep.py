@@ -18,8 +18,9 @@ from cgan.sampler import load
 from conftest import REPO, TINY, write_mnist_like
 
 
-def write_plan(path, runs, **pack):
-    path.write_text(json.dumps({"runs": runs, **({"pack": pack} if pack else {})}))
+def write_plan(path, runs, parallel=None, **pack):
+    path.write_text(json.dumps({"runs": runs, **({"pack": pack} if pack else {}),
+                                **({"parallel": parallel} if parallel else {})}))
     return path
 
 
@@ -235,9 +236,7 @@ def test_a_queued_continuation_skips_the_generators_it_did_not_train(tmp_path, e
                                     "--threads", "1", "--d-width", "8", "--batch-size", "16", "--no-progress",
                                     "--d-warmup", "2", "--steps", "4", "--checkpoint-every", "1", "--keep", "9"],
          "evaluate": quick},
-    ])
-    raw = json.loads(plan.read_text())
-    plan.write_text(json.dumps({**raw, "parallel": 1}))
+    ], parallel=1)
     runs, out = tmp_path / "runs", tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "cgan.sweep", "run", str(plan), "--runs-dir", str(runs),
                            "--train-minutes", "4", "--eval-minutes", "4", "--pack", str(out)],
