@@ -33,6 +33,7 @@ class TrainConfig:
     z_dim: int = 128
     g_width: int = 32
     d_width: int = 64
+    d_minibatch_std: int = 0             # D's last conv also reads the std of groups of N images (0: off)
     # starting point (--init-from): G and its EMA start as a trained generator; D and the optimisers fresh
     init_from: str | None = None         # the folder (or Hub repo) that generator came from, as given
     init_sha256: str | None = None       # SHA-256 of its weights file: which generator, whatever the path holds now
@@ -86,6 +87,15 @@ class TrainConfig:
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.z_dim >= 1, "--z-dim must be at least 1"),
             (self.g_width >= 1 and self.d_width >= 1, "--g-width and --d-width must be at least 1"),
+            (self.d_minibatch_std == 0 or self.d_minibatch_std >= 2,
+             "--d-minibatch-std is a group size: 0 (off) or at least 2 (4 is ProGAN's)"),
+            (self.d_minibatch_std == 0 or self.arch not in ARCHITECTURES  # (unknown arch: reported above)
+             or ARCHITECTURES[self.arch].minibatch_std,
+             "--d-minibatch-std needs a discriminator that has it: use --arch "
+             + ", ".join(k for k, v in ARCHITECTURES.items() if v.minibatch_std) + " or leave it out"),
+            (self.d_minibatch_std <= 1 or self.batch_size % self.d_minibatch_std == 0,
+             f"--batch-size {self.batch_size} does not divide into groups of --d-minibatch-std "
+             f"{self.d_minibatch_std}: choose a batch size divisible by it"),
             (self.lr_g > 0 and self.lr_d > 0, "learning rates must be positive"),
             (self.lr_warmup >= 0, "--lr-warmup must be >= 0"),
             (self.lr_decay >= 0, "--lr-decay must be >= 0"),

@@ -295,7 +295,9 @@ def render(folder: Path, notes: str | None = None) -> str:
         "- The bundled `real_samples.safetensors` holds a few real images per class from the same split.", "",
         "## Model", "",
         f"- Architecture: `{cfg['arch']}`: generator width {cfg['g_width']}, latent size {cfg['z_dim']}, "
-        f"{params:,} parameters; discriminator width {cfg['d_width']}",
+        f"{params:,} parameters; discriminator width {cfg['d_width']}"
+        + (f", reading the minibatch standard deviation of groups of {cfg['d_minibatch_std']} images"
+           if type(cfg.get("d_minibatch_std")) is int and cfg["d_minibatch_std"] > 0 else ""),
         f"- Loss: {get(cfg, 'loss')}; DiffAugment: {md(cfg.get('augment') or 'none')}; mismatch weight "
         f"{get(cfg, 'mismatch_weight')}" + (" (hardest wrong labels)" if cfg.get("mismatch_labels") == "hardest" else "")
         + (f"; mode-seeking weight {get(cfg, 'mode_seeking')}" if cfg.get("mode_seeking") else "")

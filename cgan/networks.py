@@ -221,26 +221,48 @@ class SNGANGenerator(nn.Module):
         return torch.tanh(self.out(h))
 
 
+def minibatch_std(h: torch.Tensor, group: int) -> torch.Tensor:
+    """h (N, C, H, W) with one more channel: for each group of ``group`` consecutive images, their standard
+    deviation per feature and position, averaged (ProGAN's minibatch standard deviation, Karras et al. 2018).
+    D then sees how varied a few images are together, so a G that draws too few kinds of image per class can
+    be told from real data. Groups are consecutive, not strided as in StyleGAN, so that a batch of real images
+    followed by generated ones (the D step scores both in one pass) never mixes the two in a group."""
+    n, c, height, width = h.shape
+    g = min(group, n)
+    if n % g:
+        raise ValueError(f"the minibatch standard deviation takes groups of {g} images: a batch of {n} does "
+                         f"not divide into them (use a batch size divisible by {g})")
+    groups = h.float().reshape(n // g, g, c, height, width)
+    std = (groups.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (n // g,)
+    std = std.to(h.dtype).repeat_interleave(g).reshape(n, 1, 1, 1).expand(n, 1, height, width)
+    return torch.cat([h, std], dim=1)
+
+
 class SNGANDiscriminator(nn.Module):
     """Spectrally normalised convs, global sum pooling and a projection head (Miyato & Koyama 2018):
     logit = w . h + <embed(y), h>, so the label is compared with what the image looks like.
 
     From 64 px (``conv_stages``) a strided conv to w channels (``stem``) comes first, at full resolution
-    (64x64 -> 32x32), and ``features`` continues from its w channels."""
+    (64x64 -> 32x32), and ``features`` continues from its w channels. With ``minibatch_std`` = g, the last
+    conv (``std_features``) also reads the minibatch standard deviation of groups of g images."""
 
-    def __init__(self, num_classes: int, channels: int, size: int, width: int = 64):
+    def __init__(self, num_classes: int, channels: int, size: int, width: int = 64, minibatch_std: int = 0):
         super().__init__()
         stages = conv_stages(size)
         self.num_classes = num_classes
+        self.minibatch_std = minibatch_std
         c1, c2, c4 = width, 2 * width, 4 * width
         act = nn.LeakyReLU(0.2)
+        last = [spectral_norm(nn.Conv2d(c4 + (1 if minibatch_std else 0), c4, 3, 1, 1)), act]
         self.features = nn.Sequential(
             spectral_norm(nn.Conv2d(channels if stages == 2 else c1, c1, 3, 1, 1)), act,
             spectral_norm(nn.Conv2d(c1, c2, 4, 2, 1)), act,
             spectral_norm(nn.Conv2d(c2, c2, 3, 1, 1)), act,
             spectral_norm(nn.Conv2d(c2, c4, 4, 2, 1)), act,
-            spectral_norm(nn.Conv2d(c4, c4, 3, 1, 1)), act,
+            *([] if minibatch_std else last),
         )
+        # (a separate module, so the default D's weight names, and every checkpoint's, stay as they were)
+        self.std_features = nn.Sequential(*last) if minibatch_std else None
         self.linear = spectral_norm(nn.Linear(c4, 1))
         self.embed = spectral_norm(nn.Linear(num_classes, c4, bias=False))
         self.stem = nn.Sequential(spectral_norm(nn.Conv2d(channels, c1, 4, 2, 1)), act) if stages == 3 else None
@@ -251,7 +273,10 @@ class SNGANDiscriminator(nn.Module):
         one embedding product instead of a second pass through the convolutions. With ``hardest_wrong`` = n
         instead, the first n images are paired with the wrong label this D scores highest for each of them:
         the class it takes the image for after its own (a hard negative)."""
-        h = self.features(x if self.stem is None else self.stem(x)).sum(dim=(2, 3))
+        h = self.features(x if self.stem is None else self.stem(x))
+        if self.std_features is not None:
+            h = self.std_features(minibatch_std(h, self.minibatch_std))
+        h = h.sum(dim=(2, 3))
         unconditional = self.linear(h).squeeze(1)
         logits = unconditional + self._projection(h, y)
         if hardest_wrong:
@@ -289,6 +314,7 @@ class Architecture:
     cpu_bf16: bool = False            # bf16 + channels_last by default on CPUs with native bf16 (measured faster,
                                       # same quality; see speed_defaults)
     scores_more_labels: bool = False  # D(x, y, y_more) also scores other labels from the same features
+    minibatch_std: bool = False       # D can read the minibatch standard deviation (--d-minibatch-std)
 
 
 AUTO_AUGMENT_MAX_IMAGES = 20_000      # "small": DiffAugment by default only where data is scarce
@@ -296,7 +322,7 @@ AUTO_AUGMENT_MAX_IMAGES = 20_000      # "small": DiffAugment by default only whe
 ARCHITECTURES = {
     "sngan": Architecture(SNGANGenerator, SNGANDiscriminator, 32, 64, "hinge", True,
                           "default: conditional-BN conv G, spectral-norm projection D", cpu_bf16=True,
-                          scores_more_labels=True),
+                          scores_more_labels=True, minibatch_std=True),
     "dcgan": Architecture(DCGANGenerator, DCGANDiscriminator, 64, 64, "bce", False,
                           "tutorial conv CGAN: transposed convs + BN; labels as extra D input channels",
                           cpu_bf16=True),
@@ -309,8 +335,10 @@ def build_generator(arch: str, z_dim: int, num_classes: int, channels: int, size
     return ARCHITECTURES[arch].generator(z_dim, num_classes, channels, size, width)
 
 
-def build_discriminator(arch: str, num_classes: int, channels: int, size: int, width: int) -> nn.Module:
-    return ARCHITECTURES[arch].discriminator(num_classes, channels, size, width)
+def build_discriminator(arch: str, num_classes: int, channels: int, size: int, width: int,
+                        minibatch_std: int = 0) -> nn.Module:
+    more = {"minibatch_std": minibatch_std} if minibatch_std else {}  # (only where the arch has it: validated)
+    return ARCHITECTURES[arch].discriminator(num_classes, channels, size, width, **more)
 
 
 def default_augment(arch: str, num_images: int) -> str:
@@ -339,9 +367,9 @@ def speed_defaults(arch: str, device_type: str, native_bf16: bool, cuda_graph: b
 
 
 def parameter_count(arch: str, z_dim: int, num_classes: int, channels: int, size: int, g_width: int,
-                    d_width: int) -> tuple[int, int]:
+                    d_width: int, minibatch_std: int = 0) -> tuple[int, int]:
     """(generator, discriminator) parameter counts, from networks built on the meta device (no memory)."""
     with torch.device("meta"):
         g = build_generator(arch, z_dim, num_classes, channels, size, g_width)
-        d = build_discriminator(arch, num_classes, channels, size, d_width)
+        d = build_discriminator(arch, num_classes, channels, size, d_width, minibatch_std)
     return sum(p.numel() for p in g.parameters()), sum(p.numel() for p in d.parameters())

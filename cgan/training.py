@@ -198,7 +198,7 @@ class Trainer:
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.G = build_generator(cfg.arch, cfg.z_dim, self.num_classes, c, s, cfg.g_width).to(
             device, memory_format=self.memory_format)
-        self.D = build_discriminator(cfg.arch, self.num_classes, c, s, cfg.d_width).to(
+        self.D = build_discriminator(cfg.arch, self.num_classes, c, s, cfg.d_width, cfg.d_minibatch_std).to(
             device, memory_format=self.memory_format)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         fused = device.type in ("cuda", "cpu")  # one pass over the weights (CPU: mlp trains 1.4x faster)

@@ -93,13 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
                    ", ".join(f"{k} {v.g_width}" for k, v in ARCHITECTURES.items()) + ")")
     g.add_argument("--d-width", type=int, default=None, help="discriminator width (default per arch: " +
                    ", ".join(f"{k} {v.d_width}" for k, v in ARCHITECTURES.items()) + ")")
+    g.add_argument("--d-minibatch-std", type=int, default=d.d_minibatch_std, metavar="N",
+                   help="D's last conv also reads the standard deviation across groups of N images (ProGAN's "
+                        "minibatch standard deviation; 4 is its size): a G that draws too few kinds of image "
+                        "is easier to tell from real data. sngan only; the batch size must divide by N "
+                        "(default %(default)s: off)")
     g = p.add_argument_group(
         "starting point", "Continue from a trained generator instead of random weights: the shipped models, "
         "a run of yours, a Hub repo. D and the optimisers start fresh, so let D learn the trained G first.")
     g.add_argument("--init-from", default=None, metavar="MODEL",
                    help="an exported folder (checkpoints/emnist), a checkpoint or run folder, or a Hub repo "
                         "(USER/NAME): G and its EMA start as its generator. --arch, --loss, --z-dim, --g-width, "
-                        "--d-width and --dataset default to its own; the data must have its number of classes and "
+                        "--d-width, --d-minibatch-std and --dataset default to its own; the data must have its number of classes and "
                         "image size")
     g.add_argument("--d-warmup", type=int, default=d.d_warmup, metavar="N",
                    help="with --init-from: the first N iterations train D alone, so G is not steered by a D "
@@ -212,6 +217,7 @@ def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSo
         balanced_classes=args.balanced_classes, **own,
         arch=args.arch, loss=args.loss or defaults["loss"], z_dim=args.z_dim,
         g_width=args.g_width or defaults["g_width"], d_width=args.d_width or defaults["d_width"],
+        d_minibatch_std=args.d_minibatch_std,
         steps=0, batch_size=args.batch_size, lr_g=args.lr_g, lr_d=args.lr_d, lr_warmup=args.lr_warmup,
         lr_decay=args.lr_decay,
         beta1=args.beta1, beta2=args.beta2,
@@ -228,7 +234,7 @@ def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSo
 
 
 INIT_MODEL_OPTIONS = ("arch", "loss", "z_dim", "g_width")  # taken from the --init-from model
-INIT_FRESH_OPTIONS = ("d_width",)  # the model's unless given: its D is new, so it may be wider
+INIT_FRESH_OPTIONS = ("d_width", "d_minibatch_std")  # the model's unless given: its D is new, so it may differ
 
 
 def read_init_model(args, given: set[str]) -> dict:
@@ -311,7 +317,8 @@ def write_data_report(run_dir: Path, report: dict) -> None:
 def check_size(cfg: TrainConfig, dataset) -> None:
     """Refuse networks larger than the product is built for before allocating them."""
     c, s, _ = dataset.image_shape
-    g, d = parameter_count(cfg.arch, cfg.z_dim, dataset.num_classes, c, s, cfg.g_width, cfg.d_width)
+    g, d = parameter_count(cfg.arch, cfg.z_dim, dataset.num_classes, c, s, cfg.g_width, cfg.d_width,
+                           cfg.d_minibatch_std)
     if max(g, d) > MAX_PARAMETERS:
         raise ValueError(f"this configuration gives a generator of {g:,} and a discriminator of {d:,} parameters; "
                          f"the limit is {MAX_PARAMETERS:,} each: lower --g-width/--d-width or --z-dim")

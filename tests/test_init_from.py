@@ -67,7 +67,8 @@ def test_starts_from_the_export_trains_d_alone_first_and_resumes_bitwise(tmp_pat
 
 
 def test_the_fresh_discriminator_may_be_wider_than_the_models(tmp_path, mnist_dir, tiny_export):
-    """--d-width with --init-from: the D is new, so its width is free (the model's when not given); G's is not."""
+    """--d-width (and --d-minibatch-std) with --init-from: the D is new, so its design is free (the model's when
+    not given); G's is not."""
     run = tmp_path / "wide-d"
     assert train(args(mnist_dir, run, 2, "--init-from", tiny_export, "--d-warmup", "1", "--d-width", "12")) == 0
     meta = read_meta(run / "checkpoints" / "step-0000002")
@@ -79,6 +80,13 @@ def test_the_fresh_discriminator_may_be_wider_than_the_models(tmp_path, mnist_di
     assert wide_d["d.features.0.bias"].numel() > plain_d["d.features.0.bias"].numel()  # the D really is wider
     shapes = lambda tensors: {k: t.shape for k, t in tensors.items()}  # noqa: E731
     assert shapes(generator_of(run, 2)) == shapes(generator_of(plain, 2))  # G has the model's shapes in both
+    # ... and may read the minibatch standard deviation; the model continued again keeps that D design
+    std = tmp_path / "std-d"
+    assert train(args(mnist_dir, std, 2, "--init-from", tiny_export, "--d-minibatch-std", "4")) == 0
+    assert any(k.startswith("d.std_features.") for k in training_of(std, 2))
+    again = tmp_path / "std-again"
+    assert train(args(mnist_dir, again, 1, "--init-from", std)) == 0
+    assert read_meta(again / "checkpoints" / "step-0000001")["config"]["d_minibatch_std"] == 4
 
 
 def test_refuses_what_does_not_fit_before_a_run_folder_exists(tmp_path, mnist_dir, tiny_export, capsys):

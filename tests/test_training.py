@@ -18,6 +18,7 @@ from cgan.checkpoints import list_checkpoints
 from cgan.config import TrainConfig
 from cgan.data import load_dataset
 from cgan.model_card import render
+from cgan.networks import build_discriminator, minibatch_std
 from cgan.training import Trainer
 from cgan.training_cli import main
 from conftest import REPO, TINY, same_training_state, stopped_and_resumed
@@ -152,6 +153,47 @@ def test_lr_decay_anneals_both_rates_over_the_last_iterations_and_a_run_resumed_
     assert json.loads((list_checkpoints(out)[-1] / "checkpoint.json").read_text())["config"]["lr_decay"] == 2
 
 
+def test_d_minibatch_std_shows_d_the_spread_of_groups_of_images_and_resumes_bit_for_bit(tmp_path, mnist_dir, capsys):
+    """--d-minibatch-std 4: D's last conv also reads, for each group of 4 consecutive images, their standard
+    deviation averaged over features and positions (so a group of copies stands out), the default D keeps
+    its weight names (every checkpoint still loads), a run with it resumes bit for bit, train.py records it
+    and refuses what cannot work with what to type instead."""
+    h = torch.randn(8, 3, 2, 2)
+    h[1:4] = h[0]  # the first group: four copies of one image
+    out = minibatch_std(h, 4)
+    assert out.shape == (8, 4, 2, 2) and torch.equal(out[:, :3], h)
+    assert torch.allclose(out[:4, 3], torch.full((4, 2, 2), 1e-4))  # sqrt(1e-8): no spread at all
+    spread = (h[4:].var(dim=0, unbiased=False) + 1e-8).sqrt().mean()  # the second group's, by hand
+    assert torch.allclose(out[4:, 3], spread.expand(4, 2, 2)) and spread > 0.5
+    with pytest.raises(ValueError, match="divisible by 4"):
+        minibatch_std(torch.randn(6, 3, 2, 2), 4)
+    plain, with_std = build_discriminator("sngan", 10, 1, 28, 8), build_discriminator("sngan", 10, 1, 28, 8, 4)
+    assert with_std.std_features is not None and plain.std_features is None
+    assert {k.replace("std_features.0.", "features.8.") for k in with_std.state_dict()} == set(plain.state_dict())
+    ds = load_dataset("mnist", "train", mnist_dir)
+    cfg = TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=3, steps=4, d_minibatch_std=4,
+                      mismatch_weight=0.5)  # the matching-aware term scores a batch of real images alone too
+    straight = Trainer(cfg, ds, CPU)
+    for _ in range(4):
+        straight.iteration()
+    resumed, saved = stopped_and_resumed(cfg, ds, tmp_path / "run", 2, 4)
+    assert same_training_state(straight, resumed)
+    assert "minibatch standard deviation of groups of 4 images" in render(saved)
+    old = cfg.to_dict()
+    del old["d_minibatch_std"]  # a checkpoint from before the option: the plain D
+    assert TrainConfig.from_dict(old).d_minibatch_std == 0
+    base = ["--dataset", "mnist", "--data-dir", str(mnist_dir), "--steps", "2", *TINY]
+    assert train(base + ["--d-minibatch-std", "4", "--out", str(tmp_path / "cli")]) == 0
+    assert json.loads((list_checkpoints(tmp_path / "cli")[-1] / "checkpoint.json").read_text()
+                      )["config"]["d_minibatch_std"] == 4
+    for extra, message in [(["--d-minibatch-std", "3"], "choose a batch size divisible by it"),
+                           (["--d-minibatch-std", "1"], "0 (off) or at least 2"),
+                           (["--d-minibatch-std", "4", "--arch", "dcgan"], "use --arch sngan or leave it out")]:
+        assert train(base + extra + ["--out", str(tmp_path / "refused")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+
+
 def test_resume_refuses_other_options(tmp_path, mnist_dir, tiny_run, capsys):
     assert train(["--resume", str(tiny_run), "--lr-g", "0.1", "--steps", "8"]) == 2
     err = capsys.readouterr().err
@@ -183,7 +225,7 @@ def test_help_documents_every_option():
     for opt in ["--dataset", "--data-dir", "--split", "--emnist-split", "--arch", "--loss", "--epochs", "--steps",
                 "--batch-size", "--lr-g", "--lr-d", "--z-dim", "--seed", "--out", "--resume", "--device",
                 "--sample-every", "--checkpoint-every", "--keep", "--mismatch-weight", "--mismatch-labels", "--label-smoothing",
-                "--lr-warmup", "--lr-decay"]:
+                "--lr-warmup", "--lr-decay", "--d-minibatch-std"]:
         assert opt in out
 
 
