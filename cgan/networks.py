@@ -253,14 +253,15 @@ class SNGANDiscriminator(nn.Module):
         self.minibatch_std = minibatch_std
         c1, c2, c4 = width, 2 * width, 4 * width
         act = nn.LeakyReLU(0.2)
-        last = [spectral_norm(nn.Conv2d(c4 + (1 if minibatch_std else 0), c4, 3, 1, 1)), act]
-        self.features = nn.Sequential(
+        first = [
             spectral_norm(nn.Conv2d(channels if stages == 2 else c1, c1, 3, 1, 1)), act,
             spectral_norm(nn.Conv2d(c1, c2, 4, 2, 1)), act,
             spectral_norm(nn.Conv2d(c2, c2, 3, 1, 1)), act,
             spectral_norm(nn.Conv2d(c2, c4, 4, 2, 1)), act,
-            *([] if minibatch_std else last),
-        )
+        ]
+        # (built in this order, so a seed gives the default D the initial weights it always had)
+        last = [spectral_norm(nn.Conv2d(c4 + (1 if minibatch_std else 0), c4, 3, 1, 1)), act]
+        self.features = nn.Sequential(*first, *([] if minibatch_std else last))
         # (a separate module, so the default D's weight names, and every checkpoint's, stay as they were)
         self.std_features = nn.Sequential(*last) if minibatch_std else None
         self.linear = spectral_norm(nn.Linear(c4, 1))

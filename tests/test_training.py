@@ -167,9 +167,16 @@ def test_d_minibatch_std_shows_d_the_spread_of_groups_of_images_and_resumes_bit_
     assert torch.allclose(out[4:, 3], spread.expand(4, 2, 2)) and spread > 0.5
     with pytest.raises(ValueError, match="divisible by 4"):
         minibatch_std(torch.randn(6, 3, 2, 2), 4)
-    plain, with_std = build_discriminator("sngan", 10, 1, 28, 8), build_discriminator("sngan", 10, 1, 28, 8, 4)
+    torch.manual_seed(0)
+    plain = build_discriminator("sngan", 10, 1, 28, 8)
+    torch.manual_seed(0)
+    with_std = build_discriminator("sngan", 10, 1, 28, 8, 4)
     assert with_std.std_features is not None and plain.std_features is None
     assert {k.replace("std_features.0.", "features.8.") for k in with_std.state_dict()} == set(plain.state_dict())
+    # the convs before the new one are built first, from the same random draws: a seed still gives the
+    # default D the initial weights it had before the option existed
+    shared = [k for k in plain.state_dict() if k.startswith("features.") and not k.startswith("features.8.")]
+    assert shared and all(torch.equal(plain.state_dict()[k], with_std.state_dict()[k]) for k in shared)
     ds = load_dataset("mnist", "train", mnist_dir)
     cfg = TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=3, steps=4, d_minibatch_std=4,
                       mismatch_weight=0.5)  # the matching-aware term scores a batch of real images alone too
