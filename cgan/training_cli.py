@@ -104,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init-from", default=None, metavar="MODEL",
                    help="an exported folder (checkpoints/emnist), a checkpoint or run folder, or a Hub repo "
                         "(USER/NAME): G and its EMA start as its generator. --arch, --loss, --z-dim, --g-width, "
-                        "--d-width, --d-minibatch-std and --dataset default to its own; the data must have its number of classes and "
-                        "image size")
+                        "--d-width, --d-minibatch-std and --dataset default to its own; the data must have its "
+                        "number of classes and image size")
     g.add_argument("--d-warmup", type=int, default=d.d_warmup, metavar="N",
                    help="with --init-from: the first N iterations train D alone, so G is not steered by a D "
                         "that has not seen it yet (default %(default)s; the README's measurements use 300)")
