@@ -339,9 +339,11 @@ def summarize(folder: str) -> None:
             print(f"{f.stem:20s} compile start: {json.dumps(r['compile_start'])}")
 
 
-def speed_fields(args: argparse.Namespace, arch: str, device: torch.device) -> dict:
-    """amp / channels_last / compile / compile_mode: what the command line says, else train.py's defaults."""
-    defaults = speed_defaults(arch, device.type, native_bf16(device), cuda_graph=bool(args.cuda_graph))
+def speed_fields(args: argparse.Namespace, arch: str, device: torch.device, loader: str = "device") -> dict:
+    """amp / channels_last / compile / compile_mode / cuda_graph: what the command line says, else train.py's
+    defaults (one process here, so a CUDA graph wherever the loader and the compile options allow one)."""
+    graph_possible = loader == "device" and args.compile is None and args.compile_mode is None
+    defaults = speed_defaults(arch, device.type, native_bf16(device), args.cuda_graph, graph_possible)
     return {k: v if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
 
 
@@ -355,11 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="default 256 on CUDA, 64 on CPU")
     p.add_argument("--steps", type=int, default=None, help="timed iterations (default 300 CUDA, 30 CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default 30 CUDA, 5 CPU)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: train.py's (CUDA)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: train.py's (CUDA without --cuda-graph)")
     p.add_argument("--compile-mode", default=None,
                    help="torch.compile mode (default: train.py's, reduce-overhead on CUDA; or default, max-autotune, ...)")
     p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
-                   help="capture the whole iteration as one CUDA graph (train.py --cuda-graph) instead of compiling")
+                   help="capture the whole iteration as one CUDA graph instead of compiling (default: train.py's, "
+                        "on for CUDA with the device loader unless --compile or --compile-mode is given)")
     p.add_argument("--check-syncs", action="store_true", help="report host-device syncs inside an iteration (CUDA)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="default: train.py's (CUDA; conv archs on CPUs with native bf16)")
@@ -420,7 +423,7 @@ def run(args: argparse.Namespace) -> int:
             # the recipe train.py uses for this architecture and dataset (sngan: DiffAugment on small data)
             cfg = replace(TrainConfig(), **recipe(arch, len(dataset)), batch_size=batch, loader=loader,
                           workers=args.workers if loader == "dataloader" else 0,
-                          **speed_fields(args, arch, device))
+                          **speed_fields(args, arch, device, loader))
             if args.check_syncs and cuda:
                 check_syncs(cfg, dataset, device)
             r = time_trainer(cfg, dataset, device, steps, warmup)

@@ -30,8 +30,12 @@ CPU = torch.device("cpu")
     TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=7, mismatch_weight=0.5,
                 mismatch_labels="hardest"),
     TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=8, lr_warmup=3),
+    # the recipe options the GPU sweeps use, now that a CUDA run captures its iteration by default
+    TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=9, d_minibatch_std=4, beta1=0.0),
+    TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=10, balanced_classes=True, fake_labels="data"),
+    TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=11, mode_seeking=1.0),
 ], ids=["sngan-augment", "sngan-2dsteps-bf16", "mlp-dropout", "sngan-matching-aware", "sngan-hardest-wrong",
-        "sngan-lr-warmup"])
+        "sngan-lr-warmup", "sngan-minibatch-std", "sngan-balanced-data-labels", "sngan-mode-seeking"])
 def test_the_fixed_buffer_body_is_the_plain_iteration_bit_for_bit(mnist_dir, cfg):
     ds = load_dataset("mnist", "train", mnist_dir)  # 96 images, 6 batches of 16: 8 steps cross epochs
     plain, static = Trainer(cfg, ds, CPU), Trainer(replace(cfg, cuda_graph=True), ds, CPU)
@@ -83,7 +87,10 @@ class _HostReads(TorchDispatchMode):
     TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=3, augment="translation,cutout"),
     TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=7, mismatch_weight=0.5,
                 mismatch_labels="hardest"),
-], ids=["sngan-augment", "sngan-hardest-wrong"])
+    TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=9, d_minibatch_std=4),
+    TrainConfig(g_width=8, d_width=8, z_dim=16, batch_size=16, seed=10, balanced_classes=True, fake_labels="data",
+                mode_seeking=1.0),
+], ids=["sngan-augment", "sngan-hardest-wrong", "sngan-minibatch-std", "sngan-balanced-data-labels-mode-seeking"])
 def test_the_captured_body_never_reads_a_value_back_to_the_host(mnist_dir, cfg):
     # A CUDA graph capture refuses any device-to-host read (cudaErrorStreamCaptureUnsupported). Seen on an
     # H200 (torch 2.11, 2026-12-04): the EMA's foreach lerp read its 0-d tensor weight back with .item().
