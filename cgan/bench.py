@@ -357,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="default 256 on CUDA, 64 on CPU")
     p.add_argument("--steps", type=int, default=None, help="timed iterations (default 300 CUDA, 30 CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default 30 CUDA, 5 CPU)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: train.py's (CUDA without --cuda-graph)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="default: train.py's (CUDA without --cuda-graph)")
     p.add_argument("--compile-mode", default=None,
                    help="torch.compile mode (default: train.py's, reduce-overhead on CUDA; or default, max-autotune, ...)")
     p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,

@@ -141,7 +141,8 @@ def test_speed_defaults_follow_the_device_and_the_architecture():
     assert speed_defaults("mlp", "cpu", native_bf16=True) == fp32     # not measured faster: stays fp32
     assert speed_defaults("sngan", "cpu", native_bf16=False) == fp32  # emulated bf16 would be slower
     assert speed_defaults("sngan", "mps", native_bf16=False) == fp32
-    graph = {"amp": True, "channels_last": False, "compile": False, "compile_mode": "reduce-overhead", "cuda_graph": True}
+    graph = {"amp": True, "channels_last": False, "compile": False, "compile_mode": "reduce-overhead",
+             "cuda_graph": True}
     compiled = {**graph, "compile": True, "cuda_graph": False}
     assert speed_defaults("sngan", "cuda", native_bf16=True) == graph  # measured the faster on an H200
     assert speed_defaults("sngan", "cuda", native_bf16=True, graph_possible=False) == compiled
