@@ -4,7 +4,7 @@
 #   here:      bash bench/gpu_quality.sh prepare        # .gpudata/a (EMNIST, MNIST), .gpudata/b (Fashion-MNIST)
 #   device 1:  bash bench/gpu_quality.sh data && bash bench/gpu_quality.sh check   # carry [".gpudata/a"]:
 #                                                       # unpacks into .gpuraw/, then a 1-minute check
-#   device 2:  bash bench/gpu_quality.sh data && bash bench/gpu_quality.sh sweep   # carry [".gpudata/b"]
+#   device 2:  bash bench/gpu_quality.sh data && FIRST=4 bash bench/gpu_quality.sh sweep   # carry [".gpudata/b"]
 #   here:      python -m cgan.sweep unpack <files_at> --to sweep-back
 #   here:      bash bench/gpu_quality.sh smoke          # the same plan at tiny sizes on the CPU, 2 minutes
 #                                                       # (reads .gpuraw if `data` made it, else $CGAN_DATA_DIR)
@@ -65,11 +65,27 @@ case "${1:-}" in
     PYTHONUNBUFFERED=1 "$PY" train.py --dataset mnist --data-dir .gpuraw/mnist --split test --cuda-graph \
       --batch-size 256 --steps 200 --log-every 100 --no-progress --device "$dev" --out "$tmp/graph" > "$tmp/graph.log" 2>&1 \
       && { echo "check: --cuda-graph ran"; grep -E "^done|images_per_s|img/s" "$tmp/graph.log" | tail -2; tail -n 3 "$tmp/graph/losses.csv"; } \
-      || { echo "check: --cuda-graph FAILED (the quality sweep does not use it):"; grep -m 3 -E "Error|error" "$tmp/graph.log"; } ;;
+      || { echo "check: --cuda-graph FAILED:"; grep -m 3 -E "Error|error" "$tmp/graph.log"; }
+    # the captured graph is the CUDA default, so the sweep's runs use it: capture once with the plans' options
+    PYTHONUNBUFFERED=1 "$PY" train.py --dataset mnist --data-dir .gpuraw/mnist --split test --g-width 64 \
+      --batch-size 128 --d-minibatch-std 4 --balanced-classes --fake-labels data --mismatch-weight 0.5 \
+      --mismatch-labels hardest --beta1 0 --steps 100 --log-every 50 --no-progress --device "$dev" \
+      --out "$tmp/graph-options" > "$tmp/graph-options.log" 2>&1 \
+      && { echo "check: the plans' options captured as a graph:"; tail -n 2 "$tmp/graph-options/losses.csv"; } \
+      || { echo "check: the plans' options FAILED as a graph (run the sweep with TRAIN_EXTRA=--no-cuda-graph):";
+           grep -m 3 -E "Error|error" "$tmp/graph-options.log"; } ;;
   sweep)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     "$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
     runs=$(mktemp -d /tmp/sweep.XXXX)
+    if [ -n "${FIRST:-}${TRAIN_EXTRA:-}" ]; then  # FIRST=N: only the plan's first N runs (none queued behind
+      # them to share the GPU); TRAIN_EXTRA="...": options added to every run (later options win in train.py)
+      cut=$(mktemp /tmp/plan.XXXX.json)
+      "$PY" -c 'import json, sys; p = json.load(open(sys.argv[1])); n = int(sys.argv[3] or len(p["runs"]))
+p["runs"] = p["runs"][:n]; [r["train"].extend(sys.argv[4].split()) for r in p["runs"]]; json.dump(p, open(sys.argv[2], "w"))' \
+        "$PLAN" "$cut" "${FIRST:-}" "${TRAIN_EXTRA:-}"
+      PLAN=$cut
+    fi
     rc=0
     PYTHONUNBUFFERED=1 "$PY" -m cgan.sweep run "$PLAN" --runs-dir "$runs" --train-minutes "${TRAIN_MINUTES:-6}" \
       --eval-minutes "${EVAL_MINUTES:-2}" --stop-grace "${STOP_GRACE:-120}" --pack "${OUT:?set OUT to the folder that comes back}" || rc=$?
