@@ -25,7 +25,7 @@ from .checkpoints import CheckpointError
 from .config import TrainConfig
 from .data import Dataset, DatasetError, load_dataset
 from .distributed import native_bf16, pick_device
-from .networks import ARCHITECTURES, recipe, speed_defaults
+from .networks import ARCHITECTURES, cuda_graph_possible, recipe, speed_defaults
 from .training import Trainer, device_name
 
 
@@ -342,7 +342,7 @@ def summarize(folder: str) -> None:
 def speed_fields(args: argparse.Namespace, arch: str, device: torch.device, loader: str = "device") -> dict:
     """amp / channels_last / compile / compile_mode / cuda_graph: what the command line says, else train.py's
     defaults (one process here, so a CUDA graph wherever the loader and the compile options allow one)."""
-    graph_possible = loader == "device" and args.compile is None and args.compile_mode is None
+    graph_possible = cuda_graph_possible(loader, args.compile, args.compile_mode)
     defaults = speed_defaults(arch, device.type, native_bf16(device), args.cuda_graph, graph_possible)
     return {k: v if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
 

@@ -354,11 +354,17 @@ def recipe(arch: str, num_images: int) -> dict:
             "augment": default_augment(arch, num_images)}
 
 
+def cuda_graph_possible(loader: str, compile: bool | None, compile_mode: str | None, distributed: bool = False) -> bool:
+    """Whether a run may capture its iteration as a CUDA graph by default: one process, batches gathered on the
+    device, and no torch.compile asked for (--compile or --compile-mode). train.py and cgan.bench share it."""
+    return loader == "device" and not distributed and compile is None and compile_mode is None
+
+
 def speed_defaults(arch: str, device_type: str, native_bf16: bool, cuda_graph: bool | None = None,
                    graph_possible: bool = True) -> dict:
     """The TrainConfig speed fields (amp, channels_last, compile, compile_mode, cuda_graph) a run gets unless
     told otherwise. CUDA: bf16 autocast, and the whole iteration captured as one CUDA graph wherever a graph
-    can work (``graph_possible``: one process, the device loader, no torch.compile asked for): on an H200
+    can work (``graph_possible``, from cuda_graph_possible): on an H200
     34,866 img/s at batch 256 after a 0.3 s warm-up, against torch.compile reduce-overhead's 28,495 after 31 s,
     and MNIST quality after 11.1 s of training (README, Speed); elsewhere torch.compile with CUDA graphs
     (reduce-overhead: 3x the default mode on an H100). A CPU that computes bf16 natively (AVX-512 BF16, AMX):

@@ -24,7 +24,8 @@ from .files import atomic_write_text
 from .image_folder import (DEFAULT_HOLDOUT_FRACTION, FOLDER_DATASET, IMAGE_SIZES, MIN_CLASS_IMAGES, FolderSource,
                            display_name, folder_title, format_report, load_config_data, load_folder_dataset)
 from .losses import LOSSES
-from .networks import ARCHITECTURES, AUTO_AUGMENT_MAX_IMAGES, parameter_count, recipe, speed_defaults
+from .networks import (ARCHITECTURES, AUTO_AUGMENT_MAX_IMAGES, cuda_graph_possible, parameter_count, recipe,
+                       speed_defaults)
 from .runs import (lock_run, newest_intact_checkpoint, original_command, recorded_data_dir,
                    reset_run_without_checkpoint, reusable_without_checkpoint, write_real_samples, write_status)
 from .training import RunControl, TrainingDiverged, fit, write_run_info
@@ -210,9 +211,7 @@ def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
 def config_from_args(args: argparse.Namespace, num_images: int, folder: FolderSource | None = None) -> TrainConfig:
     defaults = recipe(args.arch, num_images)
     augment = {"auto": defaults["augment"], "none": ""}.get(args.augment, args.augment)
-    # a CUDA graph by default where one can work: one process, the device loader, no torch.compile asked for
-    graph_possible = args.loader == "device" and not args.distributed and args.compile is None \
-        and args.compile_mode is None
+    graph_possible = cuda_graph_possible(args.loader, args.compile, args.compile_mode, args.distributed)
     speed = speed_defaults(args.arch, args.device_type, args.native_bf16, args.cuda_graph, graph_possible)
     amp = speed["amp"] if args.amp is None else args.amp
     own = {} if folder is None else {
