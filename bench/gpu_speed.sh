@@ -25,6 +25,14 @@ bench() { PYTHONUNBUFFERED=1 "$PY" -m cgan.bench --device "$DEV" "$@"; tar -C "$
 #    graph on the device path, torch.compile reduce-overhead on the DataLoader path), with the tutorial
 #    baseline of each and the host-sync check
 bench --archs sngan,dcgan,mlp --loaders device,dataloader --check-syncs "${size[@]}" --json "$RES/speed-defaults.json"
+# 1b. the default architecture with channels_last (NHWC, the layout cuDNN's bf16 tensor-core kernels want; on
+#    CUDA the default is NCHW, never measured there), captured graph, at batch 256 and 1024. An iteration is
+#    524 GFLOP at batch 256 (the TFLOP/s column): 100,000 img/s needs 205 TFLOP/s of bf16 convolutions.
+for b in 256 1024; do
+  [ -n "${SMOKE:-}" ] && b=16
+  bench --archs sngan --loaders device --cuda-graph --channels-last --no-tutorial --batch-size "$b" \
+    ${SMOKE:+--steps 3 --warmup 4} --json "$RES/speed-graph-nhwc-b$b.json"
+done
 # 2. the default architecture: torch.compile (reduce-overhead) instead of the captured graph, and eager for scale
 bench --archs sngan --loaders device --compile --check-syncs --no-tutorial "${size[@]}" --json "$RES/speed-compile.json"
 bench --archs sngan --loaders device --no-compile --no-tutorial "${size[@]}" --json "$RES/speed-eager.json"

@@ -42,7 +42,30 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_trainer(cfg: TrainConfig, dataset: Dataset, device: torch.device, steps: int, warmup: int) -> dict:
+def iteration_gflop(cfg: TrainConfig, dataset: Dataset, batch_size: int | None = None) -> float:
+    """Floating-point operations of one training iteration (both networks, forward and backward, the Adam
+    and EMA updates excluded) at ``batch_size`` (default cfg's), in GFLOP, as torch's FlopCounterMode counts
+    them. Counted on the CPU in fp32 at batches 4 and 8 and extended linearly: every counted operation is
+    per image or (spectral norm's power iteration) fixed, so the count is exact at any batch without
+    running a large one. The same numbers whatever the device or precision, which is the point: images/s
+    times this is the arithmetic rate the hardware sustained."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def count(b: int) -> int:
+        small = replace(cfg, batch_size=b, amp=False, channels_last=False, compile=False, cuda_graph=False,
+                        loader="device", workers=0)
+        trainer = Trainer(small, dataset, torch.device("cpu"))
+        counter = FlopCounterMode(display=False)
+        with counter:
+            trainer.iteration()
+        return counter.get_total_flops()
+
+    a, b = count(4), count(8)
+    return (a + (b - a) / 4 * ((batch_size or cfg.batch_size) - 4)) / 1e9
+
+
+def time_trainer(cfg: TrainConfig, dataset: Dataset, device: torch.device, steps: int, warmup: int,
+                 count_flops: bool = True) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     trainer = Trainer(cfg, dataset, device)
@@ -57,11 +80,14 @@ def time_trainer(cfg: TrainConfig, dataset: Dataset, device: torch.device, steps
     sync(device)
     seconds = time.perf_counter() - t0
     images = steps * cfg.batch_size * cfg.d_steps
+    gflop = iteration_gflop(cfg, dataset) if count_flops else None
     return {"arch": cfg.arch, "loader": cfg.loader, "workers": cfg.workers, "compile": cfg.compile,
-            "compile_mode": cfg.compile_mode if cfg.compile else None,
+            "compile_mode": cfg.compile_mode if cfg.compile else None, "cuda_graph": cfg.cuda_graph,
             "amp": cfg.amp, "channels_last": cfg.channels_last, "batch_size": cfg.batch_size, "steps": steps,
             "seconds": round(seconds, 4),
             "images_per_s": round(images / seconds, 1), "warmup_s": round(warm_s, 2),
+            "gflop_per_iteration": round(gflop, 2) if gflop else None,
+            "tflop_per_s": round(gflop * steps / seconds / 1e3, 3) if gflop else None,
             "peak_mem_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None}
 
 
@@ -265,7 +291,7 @@ def precision_variants(archs: list[str], dataset: Dataset, device: torch.device,
         for arch in archs:
             for name, amp, cl in variants:
                 cfg = replace(TrainConfig(), **recipe(arch, len(dataset)), batch_size=batch, amp=amp, channels_last=cl)
-                r = time_trainer(cfg, dataset, device, steps, warmup=3)
+                r = time_trainer(cfg, dataset, device, steps, warmup=3, count_flops=False)
                 times.setdefault((arch, name), []).append(r["images_per_s"])
     out = []
     for arch in archs:
@@ -330,7 +356,8 @@ def summarize(folder: str) -> None:
         r = json.loads(f.read_text())
         for row in r.get("results") or []:
             print(f"{f.stem:20s} {row['arch']:16s} {row['loader']:10s} batch {row['batch_size']:5d} "
-                  f"{row['images_per_s']:>12,.0f} img/s  warm-up {row.get('warmup_s')} s  peak {row.get('peak_mem_mb')} MB")
+                  f"{row['images_per_s']:>12,.0f} img/s  {row.get('tflop_per_s') or '-'} TFLOP/s  "
+                  f"warm-up {row.get('warmup_s')} s  peak {row.get('peak_mem_mb')} MB")
         for t in r.get("time_to_quality_by_batch") or ([r["time_to_quality"]] if r.get("time_to_quality") else []):
             print(f"{f.stem:20s} time to quality, batch {t['batch_size']}: "
                   f"{'reached' if t['reached'] else 'NOT reached'} at step {t['steps']}, "
@@ -429,8 +456,8 @@ def run(args: argparse.Namespace) -> int:
                 check_syncs(cfg, dataset, device)
             r = time_trainer(cfg, dataset, device, steps, warmup)
             results.append(r)
-            print(f"{arch:6s} {loader:10s} {r['images_per_s']:>12,.0f} img/s  (warm-up incl. compile "
-                  f"{r['warmup_s']:.1f} s, peak {r['peak_mem_mb']} MB)", flush=True)
+            print(f"{arch:6s} {loader:10s} {r['images_per_s']:>12,.0f} img/s = {r['tflop_per_s']:.3g} TFLOP/s  "
+                  f"(warm-up incl. compile {r['warmup_s']:.1f} s, peak {r['peak_mem_mb']} MB)", flush=True)
     if not cuda and "mlp" in args.archs and not args.skip_throughput:
         r = eager_tutorial_mlp(dataset, device, steps * 4)
         results.append(r)
@@ -442,10 +469,11 @@ def run(args: argparse.Namespace) -> int:
     variants = precision_variants([a for a in ("sngan", "dcgan") if a in args.archs.split(",")], dataset, device,
                                   batch, steps, args.rounds) if args.precision_variants else None
     print()
-    print(f"{'arch':20s} {'loader':11s} {'batch':>5s} {'img/s':>12s} {'warm-up s':>9s} {'peak MB':>8s}")
+    print(f"{'arch':20s} {'loader':11s} {'batch':>5s} {'img/s':>12s} {'TFLOP/s':>8s} {'warm-up s':>9s} {'peak MB':>8s}")
     for r in results:
         print(f"{r['arch']:20s} {r['loader']:11s} {r['batch_size']:>5d} {r['images_per_s']:>12,.0f} "
-              f"{r['warmup_s'] if r['warmup_s'] is not None else '-':>9} {r['peak_mem_mb'] or '-':>8}")
+              f"{r.get('tflop_per_s') or '-':>8} {r['warmup_s'] if r['warmup_s'] is not None else '-':>9} "
+              f"{r['peak_mem_mb'] or '-':>8}")
     ttq, ttq_by_batch = None, None
     if args.time_to_quality:
         ttq_by_batch, inputs = [], quality_inputs(args.data_dir, args.evaluator, device, quick=args.ttq_quick)

@@ -98,6 +98,7 @@ def test_the_benchmark_times_the_naive_baseline_and_the_precision_variants(tmp_p
     rows = {r["arch"]: r for r in report["results"]}
     assert {"dcgan", "mlp", "tutorial-dcgan", "tutorial-mlp", "tutorial-mlp-eager"} <= set(rows)
     assert all(r["images_per_s"] > 0 for r in report["results"])
+    assert rows["dcgan"]["gflop_per_iteration"] > 0 and rows["dcgan"]["tflop_per_s"] > 0
     assert [v["variant"] for v in report["precision_variants"]] == ["fp32", "bf16", "channels_last",
                                                                      "bf16+channels_last"]
     assert "naive baseline" in capsys.readouterr().out
@@ -268,3 +269,26 @@ def test_hardest_wrong_labels_train_d_in_one_pass_and_differ_from_uniform_ones(m
     assert passes == [32, 16] and torch.isfinite(out).all()
     assert not torch.equal(hardest.D.embed.parametrizations.weight.original,
                            uniform.D.embed.parametrizations.weight.original)
+
+
+@pytest.mark.parametrize("arch, extra", [
+    ("dcgan", {}),
+    ("sngan", {"augment": "translation,cutout", "mode_seeking": 0.01, "d_minibatch_std": 4, "d_steps": 2}),
+])
+def test_the_benchmarks_flop_count_is_exact_at_a_batch_it_did_not_count(arch, extra):
+    """The benchmark counts an iteration's FLOP at batches 4 and 8 and extends the line to the batch it
+    times; a direct count at batch 12 (bf16 + channels_last asked for: the count ignores both) must agree."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cgan.bench import iteration_gflop, synthetic_dataset
+    from cgan.networks import recipe
+
+    data = synthetic_dataset(n=200)
+    cfg = replace(replace(TrainConfig(), **recipe(arch, len(data))), batch_size=12, amp=True, channels_last=True,
+                  **extra)
+    counter = FlopCounterMode(display=False)
+    trainer = Trainer(replace(cfg, amp=False, channels_last=False), data, torch.device("cpu"))
+    with counter:
+        trainer.iteration()
+    assert counter.get_total_flops() > 0
+    assert iteration_gflop(cfg, data) == pytest.approx(counter.get_total_flops() / 1e9, rel=1e-9)
