@@ -108,6 +108,73 @@ def check_syncs(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> Non
         print("   ", str(w.message)[:200], flush=True)
 
 
+# Operators that only make views or allocate: no kernel of their own (the CPU stand-in for a kernel count).
+VIEW_OPS = {"empty", "empty_strided", "empty_like", "as_strided", "as_strided_", "view", "_unsafe_view",
+            "_reshape_alias", "reshape", "resolve_conj", "resolve_neg", "detach", "alias", "resize_", "flatten", "t",
+            "transpose", "expand", "expand_as", "unsqueeze", "unsqueeze_", "squeeze", "squeeze_", "permute", "select",
+            "slice", "narrow", "unbind", "split", "chunk", "contiguous", "lift_fresh", "to", "_to_copy", "item",
+            "_local_scalar_dense", "is_nonzero", "matrix_H", "numpy_T"}
+MATMUL_MARKS = ("conv", "gemm", "cutlass", "xmma", "cudnn", "wgrad", "dgrad", "fprop", "aten::mm", "addmm",
+                "addmv", "bmm", "matmul")
+
+
+def kernel_profile(cfg: TrainConfig, dataset: Dataset, device: torch.device, iterations: int = 5) -> dict:
+    """Where an iteration's time goes: ``iterations`` eager iterations (no graph, no compile, after three
+    unprofiled ones) under torch.profiler. On CUDA the kernels and copies the GPU ran, on the CPU the
+    operators that compute (views and allocations left out): how many per iteration, their summed time per
+    iteration beside the wall time, split into convolutions and matrix products against everything else,
+    and the costliest by name. Beside the captured graph's time per iteration (the throughput rows): when
+    the kernels' sum comes close to it the GPU never waits, and only fewer or faster kernels help."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    eager = replace(cfg, compile=False, cuda_graph=False)
+    trainer = Trainer(eager, dataset, device)
+    for _ in range(3):
+        trainer.iteration()
+    sync(device)
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            trainer.iteration()
+        sync(device)
+        wall = time.perf_counter() - t0
+    events = prof.events()
+    if cuda:
+        work = [(e.name, e.time_range.elapsed_us()) for e in events if e.device_type == DeviceType.CUDA]
+    else:
+        def computes(e) -> bool:
+            return e.name.startswith("aten::") and e.name[6:] not in VIEW_OPS
+        work = [(e.name, e.self_cpu_time_total) for e in events
+                if computes(e) and not any(computes(c) for c in e.cpu_children)]
+    by_name: dict[str, list[float]] = {}
+    for name, us in work:
+        by_name.setdefault(name, []).append(us)
+    matmul = [us for name, us in work if any(m in name.lower() for m in MATMUL_MARKS)]
+    total_us = sum(us for _, us in work)
+    top = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:15]
+    return {"arch": cfg.arch, "batch_size": cfg.batch_size, "amp": cfg.amp, "channels_last": cfg.channels_last,
+            "unit": "CUDA kernels and copies" if cuda else "CPU operators that compute", "iterations": iterations,
+            "per_iteration": round(len(work) / iterations, 1),
+            "ms_per_iteration": round(total_us / iterations / 1e3, 3),
+            "wall_ms_per_iteration": round(wall / iterations * 1e3, 3),
+            "matmul_conv": {"per_iteration": round(len(matmul) / iterations, 1),
+                            "ms_per_iteration": round(sum(matmul) / iterations / 1e3, 3)},
+            "top": [{"name": name[:120], "per_iteration": round(len(us) / iterations, 1),
+                     "ms_per_iteration": round(sum(us) / iterations / 1e3, 3)} for name, us in top]}
+
+
+def print_kernel_profile(k: dict) -> None:
+    mm = k["matmul_conv"]
+    print(f"kernel profile, {k['arch']} batch {k['batch_size']} (eager; {k['unit']}): {k['per_iteration']:,.0f} per "
+          f"iteration, {k['ms_per_iteration']} ms summed against {k['wall_ms_per_iteration']} ms of wall time; "
+          f"convolutions and matrix products {mm['per_iteration']:,.0f} of them, {mm['ms_per_iteration']} ms", flush=True)
+    for t in k["top"]:
+        print(f"  {t['ms_per_iteration']:9.3f} ms  {t['per_iteration']:6.1f}x  {t['name'][:90]}", flush=True)
+
+
 def quality_inputs(data_dir: str, evaluator_path: str, device: torch.device, quick: bool = False) -> dict:
     """What time_to_quality reads once for every batch it tries: the MNIST test split, the evaluator, its
     real-data features and the protocol."""
@@ -364,6 +431,8 @@ def summarize(folder: str) -> None:
                   f"{t['seconds']} s (first iteration, compile included, {t['first_iteration_s']} s)")
         if r.get("compile_start"):
             print(f"{f.stem:20s} compile start: {json.dumps(r['compile_start'])}")
+        if r.get("kernel_profile"):
+            print_kernel_profile(r["kernel_profile"])
 
 
 def speed_fields(args: argparse.Namespace, arch: str, device: torch.device, loader: str = "device") -> dict:
@@ -392,6 +461,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="capture the whole iteration as one CUDA graph instead of compiling (default: train.py's, "
                         "on for CUDA with the device loader unless --compile or --compile-mode is given)")
     p.add_argument("--check-syncs", action="store_true", help="report host-device syncs inside an iteration (CUDA)")
+    p.add_argument("--kernel-profile", action="store_true",
+                   help="profile eager iterations of the first of --archs (device path, the rows' precision and "
+                        "layout): kernels per iteration, their summed time, convolutions and matrix products "
+                        "against the rest, the costliest kernels (CPU: the operators)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="default: train.py's (CUDA; conv archs on CPUs with native bf16)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
@@ -494,6 +567,13 @@ def run(args: argparse.Namespace) -> int:
         if len(ttq_by_batch) > 1:
             print(f"time-to-quality: soonest at batch {ttq['batch_size']}" if reached else
                   "time-to-quality: no batch reached quality", flush=True)
+    profiled = None
+    if args.kernel_profile:
+        arch = args.archs.split(",")[0]
+        cfg = replace(TrainConfig(), **recipe(arch, len(dataset)), batch_size=batch,
+                      **speed_fields(args, arch, device))
+        profiled = kernel_profile(cfg, dataset, device)
+        print_kernel_profile(profiled)
     start = None
     if args.compile_start:
         start = compile_start(args.archs.split(",")[0], args.device, batch, args.data_dir)
@@ -504,7 +584,7 @@ def run(args: argparse.Namespace) -> int:
               "date": time.strftime("%Y-%m-%d"), "dataset": "synthetic" if not args.data_dir else args.dataset,
               "results": results, "precision_variants": variants, "time_to_quality": ttq,
               "time_to_quality_by_batch": ttq_by_batch if ttq_by_batch and len(ttq_by_batch) > 1 else None,
-              "compile_start": start}
+              "compile_start": start, "kernel_profile": profiled}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

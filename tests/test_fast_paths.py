@@ -93,12 +93,16 @@ def test_the_benchmark_times_the_naive_baseline_and_the_precision_variants(tmp_p
 
     out = tmp_path / "bench.json"
     assert bench(["--device", "cpu", "--archs", "dcgan,mlp", "--loaders", "device", "--steps", "2", "--warmup", "1",
-                  "--precision-variants", "--rounds", "1", "--json", str(out)]) == 0
+                  "--precision-variants", "--rounds", "1", "--kernel-profile", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     rows = {r["arch"]: r for r in report["results"]}
     assert {"dcgan", "mlp", "tutorial-dcgan", "tutorial-mlp", "tutorial-mlp-eager"} <= set(rows)
     assert all(r["images_per_s"] > 0 for r in report["results"])
     assert rows["dcgan"]["gflop_per_iteration"] > 0 and rows["dcgan"]["tflop_per_s"] > 0
+    profiled = report["kernel_profile"]  # the first arch's operators: convolutions among them, timed
+    assert profiled["arch"] == "dcgan" and profiled["per_iteration"] > profiled["matmul_conv"]["per_iteration"] > 0
+    assert 0 < profiled["matmul_conv"]["ms_per_iteration"] < profiled["ms_per_iteration"]
+    assert any("convolution" in t["name"] for t in profiled["top"])
     assert [v["variant"] for v in report["precision_variants"]] == ["fp32", "bf16", "channels_last",
                                                                      "bf16+channels_last"]
     assert "naive baseline" in capsys.readouterr().out
