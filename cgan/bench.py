@@ -64,21 +64,22 @@ def iteration_gflop(cfg: TrainConfig, dataset: Dataset, batch_size: int | None =
     return (a + (b - a) / 4 * ((batch_size or cfg.batch_size) - 4)) / 1e9
 
 
+def run_iterations(trainer: Trainer, n: int) -> float:
+    """Seconds for ``n`` training iterations, the device's queue drained."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        trainer.iteration()
+    sync(trainer.device)
+    return time.perf_counter() - t0
+
+
 def time_trainer(cfg: TrainConfig, dataset: Dataset, device: torch.device, steps: int, warmup: int,
                  count_flops: bool = True) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     trainer = Trainer(cfg, dataset, device)
-    t0 = time.perf_counter()
-    for _ in range(warmup):
-        trainer.iteration()
-    sync(device)
-    warm_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        trainer.iteration()
-    sync(device)
-    seconds = time.perf_counter() - t0
+    warm_s = run_iterations(trainer, warmup)
+    seconds = run_iterations(trainer, steps)
     images = steps * cfg.batch_size * cfg.d_steps
     gflop = iteration_gflop(cfg, dataset) if count_flops else None
     return {"arch": cfg.arch, "loader": cfg.loader, "workers": cfg.workers, "compile": cfg.compile,
@@ -130,17 +131,11 @@ def kernel_profile(cfg: TrainConfig, dataset: Dataset, device: torch.device, ite
 
     eager = replace(cfg, compile=False, cuda_graph=False)
     trainer = Trainer(eager, dataset, device)
-    for _ in range(3):
-        trainer.iteration()
-    sync(device)
+    run_iterations(trainer, 3)
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
-        t0 = time.perf_counter()
-        for _ in range(iterations):
-            trainer.iteration()
-        sync(device)
-        wall = time.perf_counter() - t0
+        wall = run_iterations(trainer, iterations)
     events = prof.events()
     if cuda:
         work = [(e.name, e.time_range.elapsed_us()) for e in events if e.device_type == DeviceType.CUDA]
