@@ -438,6 +438,14 @@ def speed_fields(args: argparse.Namespace, arch: str, device: torch.device, load
     return {k: v if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
 
 
+def bench_config(args: argparse.Namespace, arch: str, num_images: int, device: torch.device, batch: int,
+                 loader: str = "device") -> TrainConfig:
+    """The config train.py would run: the recipe for this architecture and dataset size (sngan: DiffAugment on
+    small data) at ``batch``, with the command line's speed fields or train.py's defaults."""
+    return replace(TrainConfig(), **recipe(arch, num_images), batch_size=batch, loader=loader,
+                   workers=args.workers if loader == "dataloader" else 0, **speed_fields(args, arch, device, loader))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cgan.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -516,10 +524,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for arch in ([] if args.skip_throughput else args.archs.split(",")):
         for loader in args.loaders.split(","):
-            # the recipe train.py uses for this architecture and dataset (sngan: DiffAugment on small data)
-            cfg = replace(TrainConfig(), **recipe(arch, len(dataset)), batch_size=batch, loader=loader,
-                          workers=args.workers if loader == "dataloader" else 0,
-                          **speed_fields(args, arch, device, loader))
+            cfg = bench_config(args, arch, len(dataset), device, batch, loader)
             if args.check_syncs and cuda:
                 check_syncs(cfg, dataset, device)
             r = time_trainer(cfg, dataset, device, steps, warmup)
@@ -546,8 +551,7 @@ def run(args: argparse.Namespace) -> int:
     if args.time_to_quality:
         ttq_by_batch, inputs = [], quality_inputs(args.data_dir, args.evaluator, device, quick=args.ttq_quick)
         for b in args.ttq_batch_size:
-            base = replace(TrainConfig(), **recipe("sngan", 10_000), batch_size=b,  # MNIST test: 10k images
-                           **speed_fields(args, "sngan", device))
+            base = bench_config(args, "sngan", 10_000, device, b)  # MNIST test: 10k images
             cfg = replace(base, **scaled_rates(base, b, args.ttq_lr_scaling),
                           lr_warmup=args.ttq_lr_warmup if b > TTQ_BASE_BATCH else 0)
             every, most = (max(1, round(n * TTQ_BASE_BATCH / b)) for n in (args.ttq_eval_every, args.ttq_max_steps))
@@ -565,9 +569,7 @@ def run(args: argparse.Namespace) -> int:
     profiled = None
     if args.kernel_profile:
         arch = args.archs.split(",")[0]
-        cfg = replace(TrainConfig(), **recipe(arch, len(dataset)), batch_size=batch,
-                      **speed_fields(args, arch, device))
-        profiled = kernel_profile(cfg, dataset, device)
+        profiled = kernel_profile(bench_config(args, arch, len(dataset), device, batch), dataset, device)
         print_kernel_profile(profiled)
     start = None
     if args.compile_start:
