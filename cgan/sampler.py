@@ -20,7 +20,7 @@ import torch
 from .checkpoints import (generator_file, REAL_SAMPLES_FILE, STEP_DIR, CheckpointError, allocation_error,
                           check_header, expected_tensors, generator_on_meta, load_module, read_meta, read_tensors,
                           resolve_checkpoint, tensor_header)
-from .networks import build_generator
+from .networks import build_generator, fold_for_inference
 
 MAX_SEED = 2**63 - 1
 CHUNK = 10  # images per generator call in sample(); fixed so that results never depend on N
@@ -70,7 +70,7 @@ class Sampler:
             g = build_generator(cfg["arch"], cfg["z_dim"], len(meta["class_names"]), image["channels"],
                                 image["size"], cfg["g_width"])
             load_module(g, read_tensors(file), file)
-            g = g.to(device).eval().requires_grad_(False)
+            g = fold_for_inference(g.to(device).requires_grad_(False))
         except (RuntimeError, MemoryError) as e:
             if not allocation_error(e):
                 raise

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import cgan
+from cgan import networks
 from cgan.sample import main as sample_main
 
 
@@ -73,3 +76,42 @@ def test_python_api(tiny_export):
         s.sample([0], 1, truncation=0)
     with pytest.raises(ValueError, match="seed"):
         s.sample([0], 1, seed=-1)
+
+
+@pytest.mark.parametrize("size,channels", [(28, 1), (64, 3)])  # 64 px: the extra upsampling stage too
+def test_the_folded_generator_computes_the_same_function(size, channels):
+    torch.manual_seed(0)
+    g = networks.build_generator("sngan", 16, 5, channels, size, 8)
+    for _ in range(3):  # non-trivial running statistics
+        g(torch.randn(16, 16), torch.randint(0, 5, (16,)))
+    with torch.no_grad():
+        for m in g.modules():
+            if isinstance(m, networks.ConditionalBatchNorm2d):
+                m.gain.weight.normal_(0, 0.3), m.bias.weight.normal_(0, 0.3)
+    ups = [m for m in g.modules() if isinstance(m, networks.UpsampleConv2d)]
+    assert len(ups) == (3 if size == 64 else 2)
+    x = torch.randn(4, ups[0].in_channels, 5, 5)  # unfolded: exactly the upsampling and the conv it always was
+    assert torch.equal(ups[0](x), F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), ups[0].weight,
+                                           ups[0].bias, padding=1))
+    z, y = torch.randn(12, 16), torch.randint(0, 5, (12,))
+    blend = torch.softmax(torch.randn(12, 5), 1)  # the studio's class morph passes class weights
+    keys = list(g.state_dict())
+    with torch.no_grad():
+        plain = g.eval()(z, y), g(z, blend)
+        networks.fold_for_inference(g)
+        assert all(m.folded_weight is not None for m in ups)
+        folded = g(z, y), g(z, blend)
+        for a, b in zip(plain, folded):
+            assert not torch.equal(a, b) and torch.allclose(a, b, atol=1e-5, rtol=0)  # float rounding only
+        assert list(g.state_dict()) == keys  # nothing folded is saved
+        g.train().eval()  # train() drops the fold: the weights may change
+        assert all(m.folded_weight is None for m in ups)
+        assert torch.equal(g(z, y), plain[0])
+
+
+def test_cgan_load_serves_the_folded_generator(tiny_export):
+    g = cgan.load(tiny_export).generator
+    assert not g.training
+    assert all(m.folded_weight is not None for m in g.modules() if isinstance(m, networks.UpsampleConv2d))
+    assert all(m.folded_inv_std is not None for m in g.modules()
+               if isinstance(m, networks.ConditionalBatchNorm2d))
