@@ -225,9 +225,9 @@ def fold_for_inference(generator: nn.Module) -> nn.Module:
     """The generator, in eval mode, with its upsampling convolutions and conditional batch norms folded into
     fewer, cheaper operations that compute the same function (``UpsampleConv2d.fold``,
     ``ConditionalBatchNorm2d.fold``); ``train()`` undoes it. ``cgan.load`` serves every generator this way.
-    Measured on the shipped width-64 generators (2 CPU cores, fp32, 2026-12-05): a 10x10 grid in the studio
-    183 ms to 125 ms (p50); over 100 images of every class, 6 to 14 uint8 pixels in a million differ, by one
-    grey level. Training never folds, so its arithmetic is what it was."""
+    Measured on the shipped width-64 generators (2 CPU cores, fp32, 2026-12-05): the studio's 10x10 grid about
+    1.5x faster (p50 188-217 ms to 130-141 ms); over 100 images of every class, 8 to 18 uint8 pixels in a
+    million differ, by one grey level. Training never folds, so its arithmetic is what it was."""
     generator.eval()
     for m in generator.modules():
         if isinstance(m, (UpsampleConv2d, ConditionalBatchNorm2d)):
