@@ -254,8 +254,9 @@ def safe_card(text: str) -> str:
 CLASS_PAGE = 16                   # classes per page of an overview ("Classes 17-32"), for checkpoints with more
 MAX_OVERVIEW = 64                 # "All classes" is offered up to this many classes (one row each)
 MAX_GENERATED_PIXELS = 2_000_000  # model work per request: images generated x pixels per image
-MAX_GRID_PIXELS = 50 * 64 * 64    # pixels of one one-class grid: 100 images up to 45 px, 50 (5 generator blocks)
-                                  # at 64 px, so the grid stays within its 150 ms target (bench/bench_studio64.py)
+MAX_GRID_PIXELS = 64 * 64 * 64    # pixels of one one-class grid: 100 images up to 45 px, 64 (8x8) at 64 px, so
+                                  # the grid stays within its 150 ms target (bench/bench_studio64.py, folded G:
+                                  # 8x8 100 ms p95, 10x10 144 ms colour at the default width, too close to it)
 MAX_GIF_PIXELS = 24_000_000       # all frames of one GIF together, after scaling
 MIN_GIF_SIDE = 256                # a GIF is enlarged to at least this many pixels: the animation is the fun part
 LABEL_ROOM = 200                  # pixels of width kept for the row labels of an overview
@@ -272,7 +273,7 @@ def class_pages(k: int) -> list[str]:
 
 def grid_limit(size: int) -> int:
     """The most images a one-class grid of size x size px images may hold: MAX_GRID x MAX_GRID (100) up to
-    45 px (so 28 and 32 px as always), fewer for larger images (50 at 64 px) to keep the grid's latency."""
+    45 px (so 28 and 32 px as always), fewer for larger images (64 at 64 px) to keep the grid's latency."""
     return max(1, min(MAX_GRID * MAX_GRID, MAX_GRID_PIXELS // (size * size)))
 
 

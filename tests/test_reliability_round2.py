@@ -333,7 +333,7 @@ def test_many_classes_are_paged_and_every_request_stays_within_its_budget(many_c
 
 def test_a_big_single_class_grid_is_refused_with_what_to_ask_for(tiny_export, tmp_path):
     """128 px images: a 64-class page of 10 columns would be 10 M pixels of model work: refused, saying what
-    to ask for instead; a one-class grid holds at most 12 of them."""
+    to ask for instead; a one-class grid holds at most 16 of them."""
     meta = read_meta(tiny_export)
     meta["image"]["size"] = 128
     meta["class_names"] = [f"k{i}" for i in range(64)]
@@ -347,8 +347,8 @@ def test_a_big_single_class_grid_is_refused_with_what_to_ask_for(tiny_export, tm
         s.generate("big", ALL_CLASSES, 0, 1, 1)
     with pytest.raises(InputError, match="at most 122 of this size: ask for fewer frames, or one class"):
         s.interpolate("big", "Classes 1-16", 0, 1, 8)
-    # a one-class grid of images this large is capped by its latency target (grid_limit): 12 at 128 px
-    with pytest.raises(InputError, match="shows at most 12: ask for fewer rows or columns, for example"):
+    # a one-class grid of images this large is capped by its latency target (grid_limit): 16 at 128 px
+    with pytest.raises(InputError, match="shows at most 16: ask for fewer rows or columns, for example"):
         s.generate("big", "k3", 0, 10, 10, 1.0, 8)
     image, caption = s.generate("big", "k3", 0, 3, 4, 1.0, 8)
     assert max(image.shape) <= MAX_SIDE and "display scale lowered" in caption
