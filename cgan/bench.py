@@ -74,14 +74,15 @@ def run_iterations(trainer: Trainer, n: int) -> float:
 
 
 def time_trainer(cfg: TrainConfig, dataset: Dataset, device: torch.device, steps: int, warmup: int,
-                 count_flops: bool = True) -> dict:
+                 gflop: float | None = None) -> dict:
+    """Images/s of ``steps`` iterations after ``warmup``; ``gflop`` (``iteration_gflop``, which is the same for
+    every loader, precision and layout) adds the arithmetic rate sustained."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     trainer = Trainer(cfg, dataset, device)
     warm_s = run_iterations(trainer, warmup)
     seconds = run_iterations(trainer, steps)
     images = steps * cfg.batch_size * cfg.d_steps
-    gflop = iteration_gflop(cfg, dataset) if count_flops else None
     return {"arch": cfg.arch, "loader": cfg.loader, "workers": cfg.workers, "compile": cfg.compile,
             "compile_mode": cfg.compile_mode if cfg.compile else None, "cuda_graph": cfg.cuda_graph,
             "amp": cfg.amp, "channels_last": cfg.channels_last, "batch_size": cfg.batch_size, "steps": steps,
@@ -353,7 +354,7 @@ def precision_variants(archs: list[str], dataset: Dataset, device: torch.device,
         for arch in archs:
             for name, amp, cl in variants:
                 cfg = replace(TrainConfig(), **recipe(arch, len(dataset)), batch_size=batch, amp=amp, channels_last=cl)
-                r = time_trainer(cfg, dataset, device, steps, warmup=3, count_flops=False)
+                r = time_trainer(cfg, dataset, device, steps, warmup=3)
                 times.setdefault((arch, name), []).append(r["images_per_s"])
     out = []
     for arch in archs:
@@ -523,11 +524,12 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.split, args.data_dir) if args.data_dir else synthetic_dataset()
     results = []
     for arch in ([] if args.skip_throughput else args.archs.split(",")):
+        gflop = iteration_gflop(bench_config(args, arch, len(dataset), device, batch), dataset)  # once per arch
         for loader in args.loaders.split(","):
             cfg = bench_config(args, arch, len(dataset), device, batch, loader)
             if args.check_syncs and cuda:
                 check_syncs(cfg, dataset, device)
-            r = time_trainer(cfg, dataset, device, steps, warmup)
+            r = time_trainer(cfg, dataset, device, steps, warmup, gflop)
             results.append(r)
             print(f"{arch:6s} {loader:10s} {r['images_per_s']:>12,.0f} img/s = {r['tflop_per_s']:.3g} TFLOP/s  "
                   f"(warm-up incl. compile {r['warmup_s']:.1f} s, peak {r['peak_mem_mb']} MB)", flush=True)
