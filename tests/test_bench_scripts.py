@@ -1,8 +1,9 @@
-"""The quality levers measured by scripts in bench/ (results in bench/QUALITY.md): each script does what its
-record says it did, on tiny real runs."""
+"""The scripts in bench/ behind the quality record (bench/QUALITY.md): each does what the record says it did,
+on tiny real runs."""
 from __future__ import annotations
 
 import importlib.util
+import math
 import shutil
 from pathlib import Path
 
@@ -69,3 +70,16 @@ def test_extra_ema_lengths_leave_the_run_as_train_py_makes_it(tmp_path, mnist_di
     with pytest.raises(SystemExit, match="random weights only"):
         module.main(["--ema-lengths", "0.998", "--init-from", str(tmp_path / "plain"), "--out", str(tmp_path / "c")])
     assert module.decay("power:2", 1) == 0 and module.decay("0.999", 1) == 0.1
+
+
+def test_the_discriminator_probe_reads_a_runs_d_and_refuses_an_export(tiny_run, tiny_export, mnist_dir):
+    """`bench/probe_discriminator.py` (why a fresh D teaches a trained G little): on a real checkpoint it scores
+    every class's real and generated images with the run's own D and G; an export has no D: a clear stop."""
+    module = bench_script("probe_discriminator")
+    r = module.probe(tiny_run / "checkpoints" / "step-0000004", str(mnist_dir), per_class=4)
+    assert r["step"] == 4 and len(r["per_class"]) == 10
+    assert math.isclose(sum(c["share"] for c in r["per_class"].values()), 1.0, abs_tol=1e-3)
+    assert r["gap"] == pytest.approx(r["real_logit"] - r["fake_logit"], abs=1e-5)
+    assert r["spread_in_class"] > 0 and all(math.isfinite(r[k]) for k in ("corr_log_share_real", "corr_log_share_fake"))
+    with pytest.raises(SystemExit, match="an exported folder has no discriminator"):
+        module.probe(tiny_export, str(mnist_dir), per_class=4)
