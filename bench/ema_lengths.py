@@ -56,7 +56,7 @@ class ExtraEMAs:
     """The extra averages, updated beside the served one: training.ema_update and Trainer.save are wrapped
     (the run itself computes exactly what train.py computes; the extra averages only read G)."""
 
-    def __init__(self, lengths: list[float]):
+    def __init__(self, lengths: list[str]):
         self.lengths, self.models, self.updates = lengths, None, 0
         self.ema_update, self.save = training.ema_update, training.Trainer.save
 
