@@ -3,7 +3,7 @@ TRAIN.PY OPTIONS...` trains exactly as `train.py TRAIN.PY OPTIONS...` does (its 
 and losses, with `--ema-decay` as the served EMA) and keeps one more average of G's weights per item of
 `--ema-lengths`, updated after every G step:
 
-* a decay D: the served EMA's rule with D, min(D, (1 + step) / (10 + step)); note that the warm-up alone is
+* a decay D: the served EMA's rule with D (`cgan.training.ema_decay`); its warm-up alone is about
   1 - 9 / step, so a D above 1 - 9 / steps never takes effect (0.999 does after step 8,991);
 * power:G: EDM2's power-function average (Karras et al. 2024), decay (1 - 1 / t) ** (G + 1) at update t,
   which keeps a fixed fraction of training in the average: relative width sqrt((G+1) / ((G+2)^2 (G+3))),
@@ -49,7 +49,7 @@ def decay(length: str, t: int) -> float:
     """The decay of average ``length`` at its update ``t`` (1, 2, ...)."""
     if length.startswith("power:"):
         return (1 - 1 / t) ** (float(length[6:]) + 1)
-    return min(float(length), t / (9 + t))
+    return training.ema_decay(float(length), t - 1)  # the served EMA's rule, at step t - 1
 
 
 class ExtraEMAs:

@@ -22,8 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from cgan.checkpoints import (GENERATOR_FILE, generator_file, load_module, read_meta, read_tensors,  # noqa: E402
-                              resolve_checkpoint, write_tensor_file)
+from cgan.checkpoints import (GENERATOR_FILE, check_header, expected_tensors, generator_file,  # noqa: E402
+                              generator_on_meta, load_module, read_meta, read_tensors, resolve_checkpoint,
+                              write_tensor_file)
 from cgan.networks import build_generator  # noqa: E402
 
 
@@ -60,8 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     src, out = resolve_checkpoint(args.model), Path(args.out)
     meta = read_meta(src)
     cfg, image, k = meta["config"], meta["image"], len(meta["class_names"])
+    file = generator_file(src)
+    check_header(file, expected_tensors(generator_on_meta(meta)))  # as cgan.load does: sizes before memory
     g = build_generator(cfg["arch"], cfg["z_dim"], k, image["channels"], image["size"], cfg["g_width"])
-    load_module(g, read_tensors(generator_file(src)), generator_file(src))
+    load_module(g, read_tensors(file), file)
     for i, (channels, shift, ratio) in enumerate(measure_standing_statistics(
             g, cfg["z_dim"], k, args.batches, args.batch_size, args.seed)):
         print(f"batch norm {i} ({channels} channels): mean moved {shift:.4f} old std, variance x{ratio:.3f}")

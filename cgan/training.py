@@ -136,6 +136,13 @@ class Progress:
     seconds: float = 0.0       # training wall-clock, checkpoints and samples excluded
 
 
+def ema_decay(decay: float, step: int, warm_up: bool = True) -> float:
+    """The EMA's decay at training step ``step`` (0, 1, ...): a short warm-up in which the average follows G
+    closely, min(decay, (1 + step) / (10 + step)), i.e. 1 - 9 / (step + 10) until that reaches ``decay``;
+    none from a trained generator (``warm_up`` off), whose EMA already averages."""
+    return min(decay, (1 + step) / (10 + step)) if warm_up else decay
+
+
 def ema_update(ema: nn.Module, model: nn.Module, weight: float | torch.Tensor) -> None:
     """Exponential moving average of weights and of batch-norm statistics (integer counters copied):
     ema += weight * (model - ema), weight = 1 - decay (a number, or a 0-d tensor inside a CUDA graph)."""
@@ -362,8 +369,7 @@ class Trainer:
         rate = self.learning_rate_factor(p.step)
         if rate is not None:
             self.scale_learning_rates(rate)
-        # A short EMA warm-up (early EMA follows G), except from a trained generator: its EMA already averages.
-        decay = cfg.ema_decay if cfg.init_from else min(cfg.ema_decay, (1 + p.step) / (10 + p.step))
+        decay = ema_decay(cfg.ema_decay, p.step, warm_up=not cfg.init_from)
         # (a captured graph keeps the rates it was captured with: it runs between the warm-ups and the decay)
         if cfg.cuda_graph and max(cfg.d_warmup, cfg.lr_warmup) <= p.step < cfg.steps - cfg.lr_decay:
             out = self._static_iteration(1.0 - decay)
