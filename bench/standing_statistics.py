@@ -22,10 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from cgan.checkpoints import (GENERATOR_FILE, check_header, expected_tensors, generator_file,  # noqa: E402
-                              generator_on_meta, load_module, read_meta, read_tensors, resolve_checkpoint,
+from cgan.checkpoints import (GENERATOR_FILE, read_generator, read_meta, resolve_checkpoint,  # noqa: E402
                               write_tensor_file)
-from cgan.networks import build_generator  # noqa: E402
 
 
 @torch.no_grad()
@@ -60,13 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     src, out = resolve_checkpoint(args.model), Path(args.out)
     meta = read_meta(src)
-    cfg, image, k = meta["config"], meta["image"], len(meta["class_names"])
-    file = generator_file(src)
-    check_header(file, expected_tensors(generator_on_meta(meta)))  # as cgan.load does: sizes before memory
-    g = build_generator(cfg["arch"], cfg["z_dim"], k, image["channels"], image["size"], cfg["g_width"])
-    load_module(g, read_tensors(file), file)
+    g = read_generator(src, meta)  # as cgan.load reads it, batch norms kept
     for i, (channels, shift, ratio) in enumerate(measure_standing_statistics(
-            g, cfg["z_dim"], k, args.batches, args.batch_size, args.seed)):
+            g, meta["config"]["z_dim"], len(meta["class_names"]), args.batches, args.batch_size, args.seed)):
         print(f"batch norm {i} ({channels} channels): mean moved {shift:.4f} old std, variance x{ratio:.3f}")
     if out.exists():
         shutil.rmtree(out)

@@ -387,6 +387,21 @@ def generator_on_meta(meta: dict) -> torch.nn.Module:
     return g
 
 
+def read_generator(folder: Path, meta: dict) -> torch.nn.Module:
+    """The generator of checkpoint ``folder`` (described by its ``meta``) on the CPU, as trained (batch norms
+    not folded). Shapes first, memory second: the network's size is capped and the file's header must match
+    it before a single weight is allocated (a hostile checkpoint.json cannot make us allocate gigabytes)."""
+    from .networks import build_generator
+
+    file = generator_file(folder)
+    check_header(file, expected_tensors(generator_on_meta(meta)))
+    cfg, image = meta["config"], meta["image"]
+    g = build_generator(cfg["arch"], cfg["z_dim"], len(meta["class_names"]), image["channels"], image["size"],
+                        cfg["g_width"])
+    load_module(g, read_tensors(file), file)
+    return g
+
+
 def allocation_error(e: BaseException) -> bool:
     """Whether an exception is a failed memory allocation (CPU or GPU)."""
     return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or (

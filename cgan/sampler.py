@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import (generator_file, REAL_SAMPLES_FILE, STEP_DIR, CheckpointError, allocation_error,
-                          check_header, expected_tensors, generator_on_meta, load_module, read_meta, read_tensors,
-                          resolve_checkpoint, tensor_header)
-from .networks import build_generator, fold_for_inference
+from .checkpoints import (REAL_SAMPLES_FILE, STEP_DIR, CheckpointError, allocation_error, read_generator, read_meta,
+                          read_tensors, resolve_checkpoint, tensor_header)
+from .networks import fold_for_inference
 
 MAX_SEED = 2**63 - 1
 CHUNK = 10  # images per generator call in sample(); fixed so that results never depend on N
@@ -60,17 +59,9 @@ class Sampler:
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "Sampler":
         folder = resolve_checkpoint(path)
         meta = read_meta(folder)
-        cfg, image = meta["config"], meta["image"]
-        # Shapes first, memory second: the network's size is capped and the file's header must match it
-        # before a single weight is allocated (a hostile checkpoint.json cannot make us allocate gigabytes).
-        file = generator_file(folder)
-        check_header(file, expected_tensors(generator_on_meta(meta)))
         device = torch.device(device)
         try:
-            g = build_generator(cfg["arch"], cfg["z_dim"], len(meta["class_names"]), image["channels"],
-                                image["size"], cfg["g_width"])
-            load_module(g, read_tensors(file), file)
-            g = fold_for_inference(g.to(device).requires_grad_(False))
+            g = fold_for_inference(read_generator(folder, meta).to(device).requires_grad_(False))
         except (RuntimeError, MemoryError) as e:
             if not allocation_error(e):
                 raise
